@@ -1,0 +1,1 @@
+"""Interfaces: the HTTP API (Falcon), the CLI, and the composition root."""

@@ -1,0 +1,46 @@
+"""The pm-ops command line. Each module registers its commands on the group."""
+
+import importlib
+import logging
+import sys
+
+import click
+from eventsourcing.persistence import PersistenceError
+
+from api.config import Config, ConfigError
+from commands.application import TokenError
+
+COMMAND_MODULES = ("serve", "tokens", "directory", "demo")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="OPS_DATABASE_URL", help="Overrides OPS_DATABASE_URL.")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """pm-ops: the Play Money ops webhook service."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = Config.from_env().with_database(database_url)
+
+
+def main() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"api.cli.{name}").register(cli)
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (ConfigError, TokenError) as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+    except PersistenceError as error:
+        click.echo(
+            f"Error: the store is unreachable ({type(error).__name__}). Check OPS_DATABASE_URL.",
+            err=True,
+        )
+        sys.exit(3)

@@ -1,0 +1,155 @@
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from api.config import Config
+from api.services import open_application
+from commands.application import CommunityRow, PersonRow
+
+MAX_REPORTED = 20
+
+
+class BadFile(click.ClickException):
+    def __init__(self, path: Path, problems: list[str], total: int) -> None:
+        more = f"\n  … and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(
+            f"{path}: {total} bad row(s); nothing was imported.\n  " + "\n  ".join(problems) + more
+        )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(directory)
+
+
+@click.group()
+def directory() -> None:
+    """Load the people and communities the operations refer to."""
+
+
+@directory.command(name="import")
+@click.option(
+    "--people",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV with header id,email",
+)
+@click.option(
+    "--communities",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV with header id,name",
+)
+@click.pass_obj
+def import_(config: Config, people: Path | None, communities: Path | None) -> None:
+    """Import people and communities. Re-running is a no-op; a changed email is
+    recorded as EmailChanged; a file with any bad row is refused whole."""
+    if not people and not communities:
+        raise click.UsageError("Give --people FILE and/or --communities FILE.")
+    # Validate every file completely before applying anything.
+    for path, reader in ((communities, read_communities), (people, read_people)):
+        if path:
+            _validate(path, reader)
+    app = open_application(config)
+    if communities:
+        report = app.import_communities(read_communities(communities))
+        click.echo(
+            f"communities: {report.created} created, {report.changed} renamed, {report.unchanged} unchanged"
+        )
+    if people:
+        report = app.import_people(read_people(people))
+        click.echo(
+            f"people: {report.created} created, {report.changed} email changed, {report.unchanged} unchanged"
+        )
+
+
+def _validate(path: Path, reader: Callable[..., Iterator[object]]) -> None:
+    problems: list[str] = []
+    rows = reader(path, problems=problems)
+    for _ in rows:
+        pass
+    total = len(problems)
+    if total:
+        raise BadFile(path, problems[:MAX_REPORTED], total)
+
+
+def read_people(path: Path, problems: list[str] | None = None) -> Iterator[PersonRow]:
+    seen: set[int] = set()
+    for line, values in _rows(path, ("id", "email"), problems):
+        person_id = _positive_int(values["id"])
+        email = values["email"].strip()
+        error = None
+        if person_id is None:
+            error = f"id {values['id']!r} is not a positive whole number"
+        elif person_id in seen:
+            error = f"id {person_id} appears more than once"
+        elif "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
+            error = f"email {values['email']!r} is not an email address"
+        if error:
+            _problem(problems, line, error)
+            continue
+        assert person_id is not None
+        seen.add(person_id)
+        yield PersonRow(line, person_id, email)
+
+
+def read_communities(path: Path, problems: list[str] | None = None) -> Iterator[CommunityRow]:
+    seen: set[int] = set()
+    for line, values in _rows(path, ("id", "name"), problems):
+        community_id = _positive_int(values["id"])
+        name = values["name"].strip()
+        error = None
+        if community_id is None:
+            error = f"id {values['id']!r} is not a positive whole number"
+        elif community_id in seen:
+            error = f"id {community_id} appears more than once"
+        elif not name or len(name) > 200:
+            error = "name is empty" if not name else "name is longer than 200 characters"
+        if error:
+            _problem(problems, line, error)
+            continue
+        assert community_id is not None
+        seen.add(community_id)
+        yield CommunityRow(line, community_id, name)
+
+
+def _rows(
+    path: Path, header: tuple[str, ...], problems: list[str] | None
+) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            first = next(reader, None)
+        except (csv.Error, UnicodeDecodeError) as error:
+            _problem(problems, 1, f"cannot be read ({error})")
+            return
+        if first is None or tuple(c.strip().lower() for c in first) != header:
+            _problem(problems, 1, f"the header must be {','.join(header)}")
+            return
+        try:
+            for values in reader:
+                if not values or values == [""]:
+                    continue
+                if len(values) != len(header):
+                    _problem(
+                        problems,
+                        reader.line_num,
+                        f"expected {len(header)} columns, found {len(values)}",
+                    )
+                    continue
+                yield reader.line_num, dict(zip(header, values, strict=True))
+        except (csv.Error, UnicodeDecodeError) as error:
+            _problem(problems, reader.line_num, f"cannot be read ({error})")
+
+
+def _problem(problems: list[str] | None, line: int, message: str) -> None:
+    if problems is None:  # the import pass only runs on a validated file
+        raise click.ClickException(f"line {line}: {message}")
+    problems.append(f"line {line}: {message}")
+
+
+def _positive_int(text: str) -> int | None:
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    value = int(text)
+    return value if 0 < value < 2**63 else None

@@ -1,0 +1,196 @@
+"""Everything a call must pass before it becomes a command: the token, its
+limits, the body size, source and signature checks, media type, idempotency key."""
+
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+import falcon
+
+from aggregates import Token
+from api.parsing import Operation
+from api.rate_limit import RateLimiter
+from commands.application import OpsApplication
+from commands.documents import Problem
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_KEY_LENGTH = 255
+MAX_WORKFLOW_LENGTH = 200
+KEY_HEADERS = ("X-CIO-Idempotency-Key", "Idempotency-Key", "X-CIO-Delivery-Id")
+MEDIA_TYPES = ("application/json", "application/vnd.api+json")
+SCOPE_WORDS = {"community:add": "add people to communities", "code:set": "set signup codes"}
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "token_invalid",
+        "Invalid token",
+        detail,
+        header="Authorization",
+        headers=(("WWW-Authenticate", 'Bearer realm="pm-ops"'),),
+    )
+
+
+def blocked(detail: str, header: str | None = None) -> Problem:
+    return Problem(403, "blocked", "Request blocked", detail, header=header)
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    value: str
+    header: str
+
+
+class Gate:
+    def __init__(
+        self, app: OpsApplication, rate_limiter: RateLimiter, default_rate_limit: int
+    ) -> None:
+        self._app = app
+        self._rate_limiter = rate_limiter
+        self._default_rate_limit = default_rate_limit
+
+    def authenticate(self, req: falcon.Request) -> Token:
+        header = req.get_header("Authorization")
+        if not header:
+            raise unauthorized(
+                'The Authorization header is missing. Send "Authorization: Bearer <token>".'
+            )
+        scheme, _, presented = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise unauthorized('The Authorization header must be "Bearer <token>".')
+        token = self._app.authenticate(presented.strip())
+        if token is None:
+            raise unauthorized(
+                "The token is invalid, revoked or has been rotated. Tell engineering."
+            )
+        return token
+
+    def admit(self, req: falcon.Request, token: Token, operation: Operation) -> bytes:
+        """Checks in order: source allow-list, rate limit, scope, size, signature, media type."""
+        if token.allow_cidrs and not _address_allowed(req.remote_addr, tuple(token.allow_cidrs)):
+            raise blocked(
+                "This request came from an address this token is not allowed to be used from. "
+                "Tell engineering."
+            )
+        retry_after = self._rate_limiter.hit(token.id, token.rate_limit or self._default_rate_limit)
+        if retry_after is not None:
+            raise Problem(
+                429,
+                "rate_limited",
+                "Too many requests",
+                f"This token has made too many requests in the last minute. Retry after {retry_after} seconds.",
+                headers=(("Retry-After", str(retry_after)),),
+            )
+        if operation.scope not in token.scopes:
+            raise Problem(
+                403,
+                "forbidden",
+                "Not permitted",
+                f"This token may not {SCOPE_WORDS[operation.scope]} (it lacks the "
+                f"{operation.scope} permission). Tell engineering.",
+                header="Authorization",
+            )
+        body = read_body(req)
+        if token.cio_signing_key:
+            _check_signature(req, body, token.cio_signing_key)
+        check_media_type(req)
+        return body
+
+
+def read_body(req: falcon.Request) -> bytes:
+    too_large = Problem(
+        413,
+        "body_too_large",
+        "Body too large",
+        f"The body is larger than {MAX_BODY_BYTES // 1024} KiB. Send one person, one operation per call.",
+    )
+    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
+        raise too_large
+    body = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    return body
+
+
+def check_media_type(req: falcon.Request) -> None:
+    media = (req.content_type or "").split(";")[0].strip().lower()
+    if media not in MEDIA_TYPES:
+        shown = f'"{req.content_type}"' if req.content_type else "missing"
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            f"Content-Type is {shown}; it must be application/json.",
+            header="Content-Type",
+        )
+
+
+def idempotency_key(req: falcon.Request) -> IdempotencyKey | None:
+    """The first non-empty of the accepted headers; an empty one counts as absent."""
+    for name in KEY_HEADERS:
+        value = (req.get_header(name) or "").strip()
+        if name == "Idempotency-Key" and len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]  # IETF draft: an sf-string
+        if not value:
+            continue
+        if len(value) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in value):
+            raise Problem(
+                422,
+                "invalid_field",
+                "Invalid idempotency key",
+                f"The {name} header must be at most {MAX_KEY_LENGTH} printable ASCII characters.",
+                header=name,
+            )
+        return IdempotencyKey(value, name)
+    return None
+
+
+def workflow_header(req: falcon.Request) -> str | None:
+    value = (req.get_header("X-Ops-Workflow") or "").strip()
+    if len(value) > MAX_WORKFLOW_LENGTH:
+        raise Problem(
+            422,
+            "invalid_field",
+            "Invalid workflow",
+            f"X-Ops-Workflow must be at most {MAX_WORKFLOW_LENGTH} characters.",
+            header="X-Ops-Workflow",
+        )
+    return value or None
+
+
+def fingerprint(operation: Operation, body: bytes) -> str:
+    return hashlib.sha256(operation.path.encode() + b"\n" + body).hexdigest()
+
+
+def _check_signature(req: falcon.Request, body: bytes, signing_key: str) -> None:
+    timestamp = req.get_header("X-CIO-Timestamp") or ""
+    signature = (req.get_header("X-CIO-Signature") or "").strip().lower()
+    if not timestamp or not signature:
+        raise blocked(
+            "This token requires Customer.io's webhook signature (X-CIO-Signature and "
+            "X-CIO-Timestamp headers). Tell engineering.",
+            header="X-CIO-Signature",
+        )
+    expected = hmac.new(
+        signing_key.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256
+    ).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise blocked(
+            "The Customer.io signature check failed. Tell engineering.", header="X-CIO-Signature"
+        )
+
+
+@lru_cache(maxsize=256)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _address_allowed(address: str | None, cidrs: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in _networks(cidrs) if net.version == ip.version)

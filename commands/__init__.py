@@ -1,0 +1,1 @@
+"""Application layer: commands, their handlers, and the one write path."""

@@ -1,0 +1,159 @@
+"""Group commit: many concurrent commands share one transaction.
+
+The PostgreSQL recorder locks the events table for every insert, so one
+transaction per request caps a process at a few hundred writes a second.
+Request threads hand their command to one committer thread per process; it
+runs whatever has queued up through the handlers in one unit of work (so two
+commands for one person see each other, in arrival order) and saves all their
+events and delivery records in a single save(). A version clash with another
+process retries the batch on fresh aggregates; a batch that keeps clashing is
+split so one hot command cannot starve the others.
+"""
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from commands.messages import Command, Outcome
+from commands.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Command, UnitOfWork], Outcome]
+
+
+class Unavailable(Exception):
+    """The store could not be reached or kept clashing; safe to retry."""
+
+
+@dataclass
+class _Ticket:
+    command: Command
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+    def settle(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
+        self.outcome, self.error = outcome, error
+        self.done.set()
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        app: Application,
+        handlers: dict[type, Handler],
+        *,
+        max_batch: int = 200,
+        attempts: int = 5,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._app = app
+        self._handlers = handlers
+        self._max_batch = max_batch
+        self._attempts = attempts
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, command: Command) -> Outcome:
+        """Run the command; returns once its events are committed (or raises)."""
+        ticket = _Ticket(command)
+        self._ensure_started()
+        self._queue.put(ticket)
+        ticket.done.wait()
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.outcome is not None
+        return ticket.outcome
+
+    def close(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join(timeout=10)
+                self._thread = None
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="pm-ops-group-commit", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                self._commit(batch)
+            except BaseException as error:  # never leave a request thread waiting
+                log.exception("group commit failed")
+                for ticket in batch:
+                    if not ticket.done.is_set():
+                        ticket.settle(error=error)
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        for attempt in range(self._attempts):
+            uow = UnitOfWork(self._app.repository)
+            outcomes: list[Outcome] = []
+            try:
+                for ticket in batch:
+                    outcomes.append(self._handlers[type(ticket.command)](ticket.command, uow))
+            except PersistenceError as error:
+                return self._fail(batch, error)
+            except Exception as error:
+                # A handler bug: fail only the offending command, retry the rest.
+                bad = batch[len(outcomes)]
+                log.exception("handler failed for %s", type(bad.command).__name__)
+                bad.settle(error=error)
+                rest = [t for t in batch if t is not bad]
+                return self._commit(rest) if rest else None
+            started = time.perf_counter()
+            try:
+                self._app.save(*uow.aggregates())
+            except IntegrityError:
+                # Another process changed one of these aggregates first.
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
+            except PersistenceError as error:
+                return self._fail(batch, error)
+            if self._on_commit:
+                self._on_commit(len(batch), time.perf_counter() - started)
+            for ticket, outcome in zip(batch, outcomes, strict=True):
+                ticket.settle(outcome)
+            return None
+        if len(batch) > 1:
+            for ticket in batch:
+                self._commit([ticket])
+            return None
+        return self._fail(batch, Unavailable("the command kept clashing with concurrent writes"))
+
+    @staticmethod
+    def _fail(batch: list[_Ticket], error: BaseException) -> None:
+        log.warning("store unavailable: %s", type(error).__name__)
+        for ticket in batch:
+            ticket.settle(
+                error=Unavailable(str(error)) if not isinstance(error, Unavailable) else error
+            )

@@ -1,0 +1,172 @@
+"""One short handler per command. Each runs inside a unit of work that a
+group commit may share with other commands; a handler never mutates an
+aggregate before it knows the command will succeed."""
+
+import uuid
+from collections.abc import Callable
+
+from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
+from commands.documents import Problem, person_not_found, resource_document
+from commands.messages import (
+    AddMember,
+    DeliveredCommand,
+    Outcome,
+    PersonRef,
+    RecordRejection,
+    SetSignupCode,
+)
+from commands.unit_of_work import UnitOfWork
+
+Execute = Callable[[], tuple[bytes, str]]
+
+
+def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
+    if ref.person_id is not None:
+        person = uow.get(Person, Person.create_id(ref.person_id))
+        if person is None:
+            raise person_not_found(
+                f"No person with Play Money ID {ref.person_id}. "
+                'Double-check the ID (or send "email" instead).',
+                "/data/attributes/personId",
+            )
+        return person
+    assert ref.email is not None
+    index = uow.get(EmailIndex, EmailIndex.create_id(ref.email))
+    person_ids = index.person_ids if index else []
+    if not person_ids:
+        raise person_not_found(
+            f"No person has the email {ref.email.strip()!r}. Double-check it, "
+            'or send the Play Money ID as "personId" instead.',
+            "/data/attributes/email",
+        )
+    if len(person_ids) > 1:
+        raise Problem(
+            409,
+            "email_ambiguous",
+            "Email shared by several people",
+            f"{len(person_ids)} different people share the email {ref.email.strip()!r}. "
+            'Send the Play Money ID as "personId" instead.',
+            pointer="/data/attributes/email",
+        )
+    person = uow.get(Person, Person.create_id(person_ids[0]))
+    assert person is not None, "email index names a person the log does not have"
+    return person
+
+
+def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
+    def execute() -> tuple[bytes, str]:
+        person = find_person(uow, cmd.person)
+        if uow.get(Community, Community.create_id(cmd.community_id)) is None:
+            raise Problem(
+                404,
+                "community_not_found",
+                "No such community",
+                f"No community with ID {cmd.community_id}. Open the community in admin "
+                "and copy the number from its URL (/admin/communities/<ID>).",
+                pointer="/data/attributes/communityId",
+            )
+        added = person.join(cmd.community_id, meta=cmd.context.meta())
+        body = resource_document(
+            "communityMembership",
+            f"{person.person_id}:{cmd.community_id}",
+            {
+                "personId": person.person_id,
+                "communityId": cmd.community_id,
+                "alreadyMember": not added,
+            },
+        )
+        return body, ("added" if added else "already_member")
+
+    return _deliver(cmd, uow, execute)
+
+
+def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
+    def execute() -> tuple[bytes, str]:
+        person = find_person(uow, cmd.person)
+        previous = person.signup_code
+        changed = person.set_signup_code(cmd.code, meta=cmd.context.meta())
+        body = resource_document(
+            "personSignupCode",
+            str(person.person_id),
+            {
+                "personId": person.person_id,
+                "code": cmd.code,
+                "previousCode": previous,
+                "changed": changed,
+            },
+        )
+        return body, ("changed" if changed else "unchanged")
+
+    return _deliver(cmd, uow, execute)
+
+
+def record_rejection(cmd: RecordRejection, uow: UnitOfWork) -> Outcome:
+    uow.add(
+        RejectedCall(
+            operation=cmd.operation,
+            status=cmd.status,
+            code=cmd.code,
+            detail=cmd.detail,
+            meta=cmd.context.meta(),
+        )
+    )
+    return Outcome(cmd.status, b"")
+
+
+def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcome:
+    """Run a command once per (token owner, key): replay, refuse a reused key, or
+    execute and keep the exact outcome in a delivery record saved with its events."""
+    owner = cmd.context.token_id
+    delivery = uow.get(Delivery, Delivery.create_id(owner, cmd.key))
+    if delivery is not None:
+        if delivery.fingerprint == cmd.fingerprint:
+            return Outcome(delivery.status, delivery.body.encode(), replayed=True)
+        problem = key_reused(cmd)
+        record_rejection(
+            RecordRejection(
+                cmd.context, cmd.operation, problem.status, problem.code, problem.detail
+            ),
+            uow,
+        )
+        return Outcome(problem.status, problem.document())
+    try:
+        body, outcome = execute()
+        status = 200
+    except Problem as problem:
+        body, outcome, status = problem.document(), problem.code, problem.status
+    uow.add(
+        Delivery(
+            owner=owner,
+            key=cmd.key,
+            fingerprint=cmd.fingerprint,
+            operation=cmd.operation,
+            status=status,
+            body=body.decode(),
+            outcome=outcome,
+            meta=cmd.context.meta(),
+        )
+    )
+    return Outcome(status, body)
+
+
+def key_reused(cmd: DeliveredCommand) -> Problem:
+    header = cmd.context.key_header or "X-CIO-Idempotency-Key"
+    return Problem(
+        422,
+        "idempotency_key_reused",
+        "Idempotency key reused",
+        f"The idempotency key {cmd.key!r} was already used for a different request. "
+        "Send a new key for a new request; a retry must repeat the original body exactly.",
+        header=header,
+    )
+
+
+def generated_key() -> str:
+    return f"generated-{uuid.uuid4()}"
+
+
+HANDLERS: dict[type, Callable[..., Outcome]] = {
+    AddMember: add_member,
+    SetSignupCode: set_signup_code,
+    RecordRejection: record_rejection,
+}

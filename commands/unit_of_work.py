@@ -1,0 +1,32 @@
+"""Aggregates loaded and created for one transaction (possibly many commands)."""
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.domain import Aggregate
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class UnitOfWork:
+    def __init__(self, repository: Repository[Any]) -> None:
+        self._repository = repository
+        self._aggregates: dict[UUID, Aggregate | None] = {}
+
+    def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        """The aggregate as this transaction sees it, or None if it does not exist."""
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self._repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self._aggregates[aggregate_id] = None
+        found = self._aggregates[aggregate_id]
+        assert found is None or isinstance(found, cls), (cls, type(found))
+        return found
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    def aggregates(self) -> list[Aggregate]:
+        return [a for a in self._aggregates.values() if a is not None]

@@ -1,0 +1,134 @@
+"""Shared fixtures. Every store-touching test runs on SQLite and on PostgreSQL;
+each PostgreSQL test gets a schema of its own so tests never see each other's log."""
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from falcon import testing
+
+from api.app import create_app
+from api.config import Config
+from api.services import Services, build_services
+from commands.application import CommunityRow, PersonRow
+
+POSTGRES_URL = os.environ.get("OPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def new_id() -> int:
+    return random.randint(10**6, 10**12)
+
+
+def postgres_or_skip() -> None:
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as error:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({error.__class__.__name__})"
+        if IN_CI:
+            pytest.fail(f"{message}; in CI the PostgreSQL tests must run.")
+        pytest.skip(f"{message}; set OPS_TEST_POSTGRES_URL to run the PostgreSQL tests.")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def config(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Config]:
+    if request.param == "sqlite":
+        yield Config(database_url=f"sqlite:///{tmp_path}/ops.db")
+        return
+    postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield Config(database_url=f"{POSTGRES_URL}?schema={schema}")
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def services(config: Config) -> Iterator[Services]:
+    built = build_services(config)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def client(services: Services) -> testing.TestClient:
+    return testing.TestClient(create_app(services))
+
+
+@dataclass
+class Directory:
+    """A freshly imported directory with random ids, and a token to call with."""
+
+    services: Services
+    person_id: int
+    email: str
+    other_person_id: int
+    shared_email: str
+    community_id: int
+    token: str
+
+    def headers(
+        self, key: str | None = None, token: str | None = None, **extra: str
+    ) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token or self.token}",
+        }
+        if key is not None:
+            headers["X-CIO-Idempotency-Key"] = key
+        headers.update(extra)
+        return headers
+
+    def issue(self, scopes: tuple[str, ...] = ("community:add", "code:set"), **options: Any) -> str:
+        return self.services.app.issue_token(
+            name=f"token-{uuid.uuid4().hex[:8]}",
+            actor=options.pop("actor", "Customer.io"),
+            scopes=list(scopes),
+            allow_cidrs=options.pop("allow_cidrs", []),
+            rate_limit=options.pop("rate_limit", None),
+            cio_signing_key=options.pop("cio_signing_key", None),
+        )
+
+
+@pytest.fixture
+def directory(services: Services) -> Directory:
+    person, other, third = new_id(), new_id(), new_id()
+    community = new_id()
+    tag = uuid.uuid4().hex[:8]
+    email = f"jane.{tag}@example.com"
+    shared = f"shared.{tag}@example.com"
+    services.app.import_people(
+        [
+            PersonRow(2, person, email),
+            PersonRow(3, other, shared),
+            PersonRow(4, third, shared.upper()),
+        ]
+    )
+    services.app.import_communities([CommunityRow(2, community, "Founders Circle")])
+    directory = Directory(services, person, email, other, shared, community, "")
+    directory.token = directory.issue()
+    return directory
+
+
+def add_member_body(person: Any = None, community: Any = None, **attributes: Any) -> dict[str, Any]:
+    attrs = dict(attributes)
+    if person is not None:
+        attrs["personId"] = person
+    if community is not None:
+        attrs["communityId"] = community
+    return {"data": {"type": "communityMembership", "attributes": attrs}}
+
+
+def set_code_body(person: Any = None, **attributes: Any) -> dict[str, Any]:
+    attrs = dict(attributes)
+    if person is not None:
+        attrs["personId"] = person
+    return {"data": {"type": "personSignupCode", "attributes": attrs}}
