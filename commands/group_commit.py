@@ -17,8 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.messages import Command, Outcome
@@ -27,6 +29,8 @@ from commands.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Command, UnitOfWork], Outcome]
+Prefetcher = Callable[[Command, UnitOfWork], None]
+SAVED_VERSIONS_LIMIT = 50_000
 
 
 class Unavailable(Exception):
@@ -37,6 +41,7 @@ class Unavailable(Exception):
 class _Ticket:
     command: Command
     done: threading.Event = field(default_factory=threading.Event)
+    seed: dict[UUID, Aggregate | None] = field(default_factory=dict)
     outcome: Outcome | None = None
     error: BaseException | None = None
 
@@ -50,6 +55,7 @@ class GroupCommitter:
         self,
         app: Application,
         handlers: dict[type, Handler],
+        prefetchers: dict[type, Prefetcher] | None = None,
         *,
         max_batch: int = 200,
         attempts: int = 5,
@@ -57,6 +63,9 @@ class GroupCommitter:
     ) -> None:
         self._app = app
         self._handlers = handlers
+        self._prefetchers = prefetchers or {}
+        # Versions this committer wrote, so a seed read before that write is dropped.
+        self._saved_versions: dict[UUID, int] = {}
         self._max_batch = max_batch
         self._attempts = attempts
         self._on_commit = on_commit
@@ -67,6 +76,12 @@ class GroupCommitter:
     def submit(self, command: Command) -> Outcome:
         """Run the command; returns once its events are committed (or raises)."""
         ticket = _Ticket(command)
+        prefetcher = self._prefetchers.get(type(command))
+        if prefetcher is not None:
+            # Reads happen here, in the request thread, in parallel with other requests.
+            reads = UnitOfWork(self._app.repository)
+            prefetcher(command, reads)
+            ticket.seed = reads.loaded()
         self._ensure_started()
         self._queue.put(ticket)
         ticket.done.wait()
@@ -116,7 +131,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Ticket]) -> None:
         for attempt in range(self._attempts):
-            uow = UnitOfWork(self._app.repository)
+            uow = UnitOfWork(self._app.repository, self._seed(batch) if attempt == 0 else None)
             outcomes: list[Outcome] = []
             try:
                 for ticket in batch:
@@ -139,6 +154,7 @@ class GroupCommitter:
                 continue
             except PersistenceError as error:
                 return self._fail(batch, error)
+            self._remember_versions(uow.aggregates())
             if self._on_commit:
                 self._on_commit(len(batch), time.perf_counter() - started)
             for ticket, outcome in zip(batch, outcomes, strict=True):
@@ -149,6 +165,27 @@ class GroupCommitter:
                 self._commit([ticket])
             return None
         return self._fail(batch, Unavailable("the command kept clashing with concurrent writes"))
+
+    def _seed(self, batch: list[_Ticket]) -> dict[UUID, Aggregate | None]:
+        """The freshest prefetched copy of each aggregate; anything older than what
+        this committer has since written is left out (and read again)."""
+        seed: dict[UUID, Aggregate | None] = {}
+        for ticket in batch:
+            for aggregate_id, aggregate in ticket.seed.items():
+                saved = self._saved_versions.get(aggregate_id)
+                version = aggregate.version if aggregate is not None else 0
+                if saved is not None and version < saved:
+                    continue
+                current = seed.get(aggregate_id)
+                if aggregate_id not in seed or (current.version if current else 0) < version:
+                    seed[aggregate_id] = aggregate
+        return seed
+
+    def _remember_versions(self, aggregates: list[Aggregate]) -> None:
+        if len(self._saved_versions) > SAVED_VERSIONS_LIMIT:
+            self._saved_versions.clear()
+        for aggregate in aggregates:
+            self._saved_versions[aggregate.id] = aggregate.version
 
     @staticmethod
     def _fail(batch: list[_Ticket], error: BaseException) -> None:

@@ -161,6 +161,18 @@ def key_reused(cmd: DeliveredCommand) -> Problem:
     )
 
 
+def prefetch(cmd: DeliveredCommand, uow: UnitOfWork) -> None:
+    """Load, read-only, what the handler will need: run in the request thread so
+    reads happen in parallel and the committer mostly just writes."""
+    uow.get(Delivery, Delivery.create_id(cmd.context.token_id, cmd.key))
+    try:
+        find_person(uow, cmd.person)
+    except Problem:
+        return
+    if isinstance(cmd, AddMember):
+        uow.get(Community, Community.create_id(cmd.community_id))
+
+
 def generated_key() -> str:
     return f"generated-{uuid.uuid4()}"
 
@@ -170,3 +182,5 @@ HANDLERS: dict[type, Callable[..., Outcome]] = {
     SetSignupCode: set_signup_code,
     RecordRejection: record_rejection,
 }
+
+PREFETCHERS: dict[type, Callable[..., None]] = {AddMember: prefetch, SetSignupCode: prefetch}

@@ -10,9 +10,9 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class UnitOfWork:
-    def __init__(self, repository: Repository[Any]) -> None:
+    def __init__(self, repository: Repository[Any], seed: dict[UUID, Aggregate | None] | None = None) -> None:
         self._repository = repository
-        self._aggregates: dict[UUID, Aggregate | None] = {}
+        self._aggregates: dict[UUID, Aggregate | None] = dict(seed or {})
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as this transaction sees it, or None if it does not exist."""
@@ -27,6 +27,9 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
+
+    def loaded(self) -> dict[UUID, Aggregate | None]:
+        return dict(self._aggregates)
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a is not None]

@@ -1,0 +1,48 @@
+"""A thin CRUD version of add-member, for comparison: same auth header check,
+one INSERT for the membership and one for the idempotency key, one transaction per
+request, no event log. Served by gunicorn exactly like pm-ops."""
+
+import hashlib
+import os
+
+import falcon
+import orjson
+from psycopg_pool import ConnectionPool
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS crud_memberships (person_id BIGINT, community_id BIGINT,
+    PRIMARY KEY (person_id, community_id));
+CREATE TABLE IF NOT EXISTS crud_deliveries (owner TEXT, key TEXT, body BYTEA, PRIMARY KEY (owner, key));
+"""
+
+
+class AddMember:
+    def __init__(self, pool: ConnectionPool, token_hash: str) -> None:
+        self._pool = pool
+        self._token_hash = token_hash
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        presented = (req.get_header("Authorization") or "").removeprefix("Bearer ")
+        if hashlib.sha256(presented.encode()).hexdigest() != self._token_hash:
+            raise falcon.HTTPUnauthorized()
+        attrs = orjson.loads(req.bounded_stream.read())["data"]["attributes"]
+        person, community = attrs["personId"], attrs["communityId"]
+        key = req.get_header("X-CIO-Idempotency-Key") or ""
+        with self._pool.connection() as conn:
+            inserted = conn.execute(
+                "INSERT INTO crud_memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (person, community)
+            ).rowcount
+            body = orjson.dumps({"data": {"type": "communityMembership", "id": f"{person}:{community}",
+                                          "attributes": {"personId": person, "communityId": community,
+                                                         "alreadyMember": not inserted}}})
+            conn.execute("INSERT INTO crud_deliveries VALUES ('bench', %s, %s) ON CONFLICT DO NOTHING", (key, body))
+        resp.data = body
+
+
+def create_app() -> falcon.App:
+    pool = ConnectionPool(os.environ["CRUD_DATABASE_URL"], min_size=2, max_size=8, open=True)
+    with pool.connection() as conn:
+        conn.execute(SCHEMA)
+    app = falcon.App()
+    app.add_route("/api/v1/ops/people/communities/add", AddMember(pool, os.environ["CRUD_TOKEN_HASH"]))
+    return app
