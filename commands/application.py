@@ -4,7 +4,7 @@ commands engineering runs directly (tokens, directory import)."""
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -176,7 +176,12 @@ class OpsApplication(Application[UUID]):
 
     # --- directory -----------------------------------------------------------
 
-    def import_people(self, rows: Iterable[PersonRow], batch_size: int = 500) -> ImportReport:
+    def import_people(
+        self,
+        rows: Iterable[PersonRow],
+        batch_size: int = 500,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> ImportReport:
         """Create people, or record an EmailChanged; a batch is one transaction.
         Rows must already be validated (the CLI refuses a bad file whole)."""
         report = ImportReport()
@@ -202,10 +207,15 @@ class OpsApplication(Application[UUID]):
                 self._index_email(uow, row.email).add(row.person_id)
                 report.changed += 1
             self.save(*uow.aggregates())
+            if on_batch:
+                on_batch(len(batch))
         return report
 
     def import_communities(
-        self, rows: Iterable[CommunityRow], batch_size: int = 500
+        self,
+        rows: Iterable[CommunityRow],
+        batch_size: int = 500,
+        on_batch: Callable[[int], None] | None = None,
     ) -> ImportReport:
         report = ImportReport()
         meta = admin_meta("directory import")
@@ -222,6 +232,8 @@ class OpsApplication(Application[UUID]):
                 else:
                     report.unchanged += 1
             self.save(*uow.aggregates())
+            if on_batch:
+                on_batch(len(batch))
         return report
 
     @staticmethod

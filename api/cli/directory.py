@@ -1,8 +1,10 @@
 import csv
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
+from rich.progress import Progress
 
 from api.config import Config
 from api.services import open_application
@@ -46,30 +48,40 @@ def import_(config: Config, people: Path | None, communities: Path | None) -> No
     if not people and not communities:
         raise click.UsageError("Give --people FILE and/or --communities FILE.")
     # Validate every file completely before applying anything.
-    for path, reader in ((communities, read_communities), (people, read_people)):
-        if path:
-            _validate(path, reader)
+    counts = {
+        path: _validate(path, reader)
+        for path, reader in ((communities, read_communities), (people, read_people))
+        if path
+    }
     app = open_application(config)
-    if communities:
-        report = app.import_communities(read_communities(communities))
-        click.echo(
-            f"communities: {report.created} created, {report.changed} renamed, {report.unchanged} unchanged"
-        )
-    if people:
-        report = app.import_people(read_people(people))
-        click.echo(
-            f"people: {report.created} created, {report.changed} email changed, {report.unchanged} unchanged"
-        )
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        if communities:
+            task = progress.add_task("communities", total=counts[communities])
+            report = app.import_communities(
+                read_communities(communities), on_batch=lambda n: progress.advance(task, n)
+            )
+            click.echo(
+                f"communities: {report.created} created, {report.changed} renamed, "
+                f"{report.unchanged} unchanged"
+            )
+        if people:
+            task = progress.add_task("people", total=counts[people])
+            report = app.import_people(
+                read_people(people), on_batch=lambda n: progress.advance(task, n)
+            )
+            click.echo(
+                f"people: {report.created} created, {report.changed} email changed, "
+                f"{report.unchanged} unchanged"
+            )
 
 
-def _validate(path: Path, reader: Callable[..., Iterator[object]]) -> None:
+def _validate(path: Path, reader: Callable[..., Iterator[object]]) -> int:
+    """Read the whole file; raise with every bad line, or return the row count."""
     problems: list[str] = []
-    rows = reader(path, problems=problems)
-    for _ in rows:
-        pass
-    total = len(problems)
-    if total:
-        raise BadFile(path, problems[:MAX_REPORTED], total)
+    rows = sum(1 for _ in reader(path, problems=problems))
+    if problems:
+        raise BadFile(path, problems[:MAX_REPORTED], len(problems))
+    return rows
 
 
 def read_people(path: Path, problems: list[str] | None = None) -> Iterator[PersonRow]:
