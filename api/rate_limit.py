@@ -1,11 +1,24 @@
 """Per-token, per-minute request counts in the shared store, so the limit holds
-across every worker and machine (process memory would multiply it)."""
+across every worker and machine (process memory would multiply it).
 
+Like the write path, counting is grouped: request threads queue their hit, and one
+thread adds up everything queued for a token in one UPSERT (hits + n RETURNING the
+new total), so a burst costs one round trip rather than one transaction per request.
+The total tells each queued hit its exact ordinal within the window."""
+
+import logging
+import queue
+import threading
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+log = logging.getLogger(__name__)
+
 WINDOW_SECONDS = 60
+MAX_GROUP = 500
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {t} (
@@ -15,10 +28,19 @@ CREATE TABLE IF NOT EXISTS {t} (
     PRIMARY KEY (token_id, window_start)
 )"""
 _HIT = """
-INSERT INTO {t} AS counts (token_id, window_start, hits) VALUES ({p}, {p}, 1)
-ON CONFLICT (token_id, window_start) DO UPDATE SET hits = counts.hits + 1
+INSERT INTO {t} AS counts (token_id, window_start, hits) VALUES ({p}, {p}, {p})
+ON CONFLICT (token_id, window_start) DO UPDATE SET hits = counts.hits + excluded.hits
 RETURNING hits"""
 _PRUNE = "DELETE FROM {t} WHERE window_start < {p}"
+
+
+@dataclass
+class _Hit:
+    token: str
+    window: int
+    done: threading.Event = field(default_factory=threading.Event)
+    ordinal: int = 0
+    error: BaseException | None = None
 
 
 class RateLimiter:
@@ -28,6 +50,9 @@ class RateLimiter:
         self._create_sql = _CREATE.format(t=table)
         self._hit_sql = _HIT.format(t=table, p=placeholder)
         self._prune_sql = _PRUNE.format(t=table, p=placeholder)
+        self._queue: queue.SimpleQueue[_Hit] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def create_table(self) -> None:
         with self._datastore.transaction(commit=True) as cursor:
@@ -37,12 +62,51 @@ class RateLimiter:
         """Count one request. Returns None if allowed, else seconds until the window resets."""
         now = time.time() if now is None else now
         window = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
-        with self._datastore.transaction(commit=True) as cursor:
-            cursor.execute(self._hit_sql, (token_id.hex, window))
-            row = cursor.fetchone()
-            hits = int(row["hits"])  # sqlite3.Row and psycopg's dict_row both key by name
-            if hits == 1:  # first hit of a window: forget windows long past
-                cursor.execute(self._prune_sql, (window - 10 * WINDOW_SECONDS,))
-        if hits <= limit:
+        pending = _Hit(token_id.hex, window)
+        self._ensure_started()
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        if pending.ordinal <= limit:
             return None
         return max(1, int(window + WINDOW_SECONDS - now + 0.999))
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="pm-ops-rate-limit", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_GROUP:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._count(batch)
+            except BaseException as error:  # every waiting request gets the error (503)
+                log.warning("rate limit store unavailable: %s", type(error).__name__)
+                for pending in batch:
+                    pending.error = error
+            for pending in batch:
+                pending.done.set()
+
+    def _count(self, batch: list[_Hit]) -> None:
+        groups: dict[tuple[str, int], list[_Hit]] = defaultdict(list)
+        for pending in batch:
+            groups[(pending.token, pending.window)].append(pending)
+        with self._datastore.transaction(commit=True) as cursor:
+            for (token, window), hits in groups.items():
+                cursor.execute(self._hit_sql, (token, window, len(hits)))
+                total = int(cursor.fetchone()["hits"])  # sqlite3.Row and dict_row both key by name
+                for offset, pending in enumerate(hits):
+                    pending.ordinal = total - len(hits) + 1 + offset
+                if total == len(hits):  # first hits of a window: forget windows long past
+                    cursor.execute(self._prune_sql, (window - 10 * WINDOW_SECONDS,))
