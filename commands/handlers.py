@@ -164,7 +164,8 @@ def key_reused(cmd: DeliveredCommand) -> Problem:
 def prefetch(cmd: DeliveredCommand, uow: UnitOfWork) -> None:
     """Load, read-only, what the handler will need: run in the request thread so
     reads happen in parallel and the committer mostly just writes."""
-    uow.get(Delivery, Delivery.create_id(cmd.context.token_id, cmd.key))
+    # Most keys are new: assume so and let a clash on save (a real retry) reread it.
+    uow.assume_absent(Delivery.create_id(cmd.context.token_id, cmd.key))
     try:
         find_person(uow, cmd.person)
     except Problem:

@@ -10,7 +10,9 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class UnitOfWork:
-    def __init__(self, repository: Repository[Any], seed: dict[UUID, Aggregate | None] | None = None) -> None:
+    def __init__(
+        self, repository: Repository[Any], seed: dict[UUID, Aggregate | None] | None = None
+    ) -> None:
         self._repository = repository
         self._aggregates: dict[UUID, Aggregate | None] = dict(seed or {})
 
@@ -24,6 +26,10 @@ class UnitOfWork:
         found = self._aggregates[aggregate_id]
         assert found is None or isinstance(found, cls), (cls, type(found))
         return found
+
+    def assume_absent(self, aggregate_id: UUID) -> None:
+        """Skip the read: if it does exist after all, the save clashes and is retried."""
+        self._aggregates.setdefault(aggregate_id, None)
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
