@@ -84,10 +84,9 @@ class Config:
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
                 "POSTGRES_SCHEMA": self.schema or "public",
                 "POSTGRES_POOL_SIZE": "4",
-                "POSTGRES_MAX_OVERFLOW": "12",
+                "POSTGRES_MAX_OVERFLOW": "24",  # request threads + committer + rate-limit thread
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 "POSTGRES_LOCK_TIMEOUT": "10",
-                "POSTGRES_PRE_PING": "y",
                 "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             }
         raise ConfigError(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.sqlite import SQLiteDatastore
+
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
@@ -102,11 +104,21 @@ class RateLimiter:
         groups: dict[tuple[str, int], list[_Hit]] = defaultdict(list)
         for pending in batch:
             groups[(pending.token, pending.window)].append(pending)
-        with self._datastore.transaction(commit=True) as cursor:
-            for (token, window), hits in groups.items():
-                cursor.execute(self._hit_sql, (token, window, len(hits)))
-                total = int(cursor.fetchone()["hits"])  # sqlite3.Row and dict_row both key by name
-                for offset, pending in enumerate(hits):
-                    pending.ordinal = total - len(hits) + 1 + offset
-                if total == len(hits):  # first hits of a window: forget windows long past
-                    cursor.execute(self._prune_sql, (window - 10 * WINDOW_SECONDS,))
+        for (token, window), hits in groups.items():
+            # One autocommitted statement: no BEGIN/COMMIT round trips on the hot path.
+            total = int(self._execute(self._hit_sql, (token, window, len(hits)))["hits"])
+            for offset, pending in enumerate(hits):
+                pending.ordinal = total - len(hits) + 1 + offset
+            if total == len(hits):  # first hits of a window: forget windows long past
+                self._execute(self._prune_sql, (window - 10 * WINDOW_SECONDS,), fetch=False)
+
+    def _execute(self, sql: str, params: tuple[Any, ...], fetch: bool = True) -> Any:
+        """Run one statement on a pooled connection in autocommit mode; its first row."""
+        if isinstance(self._datastore, SQLiteDatastore):
+            with self._datastore.get_connection(commit=True) as conn:
+                cursor = conn.cursor()
+                cursor.execute(sql, params)
+                return cursor.fetchone() if fetch else None
+        with self._datastore.get_connection() as conn:  # psycopg: autocommit connections
+            cursor = conn.execute(sql, params)
+            return cursor.fetchone() if fetch else None

@@ -30,19 +30,34 @@ class AddMember:
         key = req.get_header("X-CIO-Idempotency-Key") or ""
         with self._pool.connection() as conn:
             inserted = conn.execute(
-                "INSERT INTO crud_memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (person, community)
+                "INSERT INTO crud_memberships VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (person, community),
             ).rowcount
-            body = orjson.dumps({"data": {"type": "communityMembership", "id": f"{person}:{community}",
-                                          "attributes": {"personId": person, "communityId": community,
-                                                         "alreadyMember": not inserted}}})
-            conn.execute("INSERT INTO crud_deliveries VALUES ('bench', %s, %s) ON CONFLICT DO NOTHING", (key, body))
+            body = orjson.dumps(
+                {
+                    "data": {
+                        "type": "communityMembership",
+                        "id": f"{person}:{community}",
+                        "attributes": {
+                            "personId": person,
+                            "communityId": community,
+                            "alreadyMember": not inserted,
+                        },
+                    }
+                }
+            )
+            conn.execute(
+                "INSERT INTO crud_deliveries VALUES ('bench', %s, %s) ON CONFLICT DO NOTHING",
+                (key, body),
+            )
         resp.data = body
 
 
 def create_app() -> falcon.App:
-    pool = ConnectionPool(os.environ["CRUD_DATABASE_URL"], min_size=2, max_size=8, open=True)
-    with pool.connection() as conn:
-        conn.execute(SCHEMA)
+    # bench/run.py creates SCHEMA before the workers start (concurrent CREATEs race).
+    pool = ConnectionPool(os.environ["CRUD_DATABASE_URL"], min_size=4, max_size=20, open=True)
     app = falcon.App()
-    app.add_route("/api/v1/ops/people/communities/add", AddMember(pool, os.environ["CRUD_TOKEN_HASH"]))
+    app.add_route(
+        "/api/v1/ops/people/communities/add", AddMember(pool, os.environ["CRUD_TOKEN_HASH"])
+    )
     return app

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -20,7 +21,8 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.server import free_port, pm_ops  # noqa: E402
+from bench.crud_baseline import SCHEMA
+from tests.server import free_port, pm_ops
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS, THREADS, CLIENTS, REQUESTS = "2", "16", 32, 3000
@@ -43,12 +45,22 @@ def wait_up(base: str, process: subprocess.Popen) -> None:
 
 def load(base: str, token: str, community: int) -> float:
     def call(i: int) -> int:
-        body = {"data": {"type": "communityMembership",
-                         "attributes": {"personId": 1 + i % PEOPLE, "communityId": community}}}
+        body = {
+            "data": {
+                "type": "communityMembership",
+                "attributes": {"personId": 1 + i % PEOPLE, "communityId": community},
+            }
+        }
         request = urllib.request.Request(
-            base + "/api/v1/ops/people/communities/add", json.dumps(body).encode(),
-            {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
-             "X-CIO-Idempotency-Key": str(uuid.uuid4())}, method="POST")
+            base + "/api/v1/ops/people/communities/add",
+            json.dumps(body).encode(),
+            {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "X-CIO-Idempotency-Key": str(uuid.uuid4()),
+            },
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status
 
@@ -68,31 +80,93 @@ def main() -> None:
     url = f"{POSTGRES}?schema={schema}"
     env = {**os.environ, "OPS_DATABASE_URL": url, "OPS_RATE_LIMIT_PER_MINUTE": "10000000"}
     try:
-        people = Path(f"/tmp/{schema}-people.csv")
-        people.write_text("id,email\n" + "".join(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1)))
-        communities = Path(f"/tmp/{schema}-communities.csv")
+        workdir = Path(tempfile.mkdtemp(prefix="pm-ops-bench-"))
+        people = workdir / "people.csv"
+        people.write_text(
+            "id,email\n" + "".join(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1))
+        )
+        communities = workdir / "communities.csv"
         communities.write_text("id,name\n1,Bench\n2,Bench two\n")
-        subprocess.run([pm_ops(), "directory", "import", "--people", str(people), "--communities", str(communities)],
-                       env=env, check=True, capture_output=True)
-        token = subprocess.run([pm_ops(), "tokens", "issue", "--name", "bench", "--actor", "bench"],
-                               env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        subprocess.run(
+            [
+                pm_ops(),
+                "directory",
+                "import",
+                "--people",
+                str(people),
+                "--communities",
+                str(communities),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        token = (
+            subprocess.run(
+                [pm_ops(), "tokens", "issue", "--name", "bench", "--actor", "bench"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         results = {}
         port = free_port()
-        server = subprocess.Popen([pm_ops(), "serve", "--port", str(port), "--workers", WORKERS, "--threads", THREADS,
-                                   "--no-projections"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                pm_ops(),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                WORKERS,
+                "--threads",
+                THREADS,
+                "--no-projections",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_up(f"http://127.0.0.1:{port}", server)
             results["pm-ops"] = load(f"http://127.0.0.1:{port}", token, 1)
         finally:
             server.terminate()
             server.wait()
+        with psycopg.connect(
+            f"{POSTGRES}?options=-csearch_path%3D{schema}", autocommit=True
+        ) as conn:
+            conn.execute(SCHEMA)
         port = free_port()
-        crud_env = {**os.environ, "CRUD_DATABASE_URL": POSTGRES + f"?options=-csearch_path%3D{schema}",
-                    "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest()}
+        crud_env = {
+            **os.environ,
+            "CRUD_DATABASE_URL": POSTGRES + f"?options=-csearch_path%3D{schema}",
+            "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest(),
+        }
         baseline = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--chdir", str(Path(__file__).parent), "-w", WORKERS,
-             "-k", "gthread", "--threads", THREADS, "-b", f"127.0.0.1:{port}", "crud_baseline:create_app()"],
-            env=crud_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--chdir",
+                str(Path(__file__).parent),
+                "-w",
+                WORKERS,
+                "-k",
+                "gthread",
+                "--threads",
+                THREADS,
+                "-b",
+                f"127.0.0.1:{port}",
+                "crud_baseline:create_app()",
+            ],
+            env=crud_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_up(f"http://127.0.0.1:{port}", baseline)
             results["crud"] = load(f"http://127.0.0.1:{port}", token, 2)
