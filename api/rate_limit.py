@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.sqlite import SQLiteDatastore
+from eventsourcing.utils import retry
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,8 @@ class RateLimiter:
             if total == len(hits):  # first hits of a window: forget windows long past
                 self._execute(self._prune_sql, (window - 10 * WINDOW_SECONDS,), fetch=False)
 
+    # A pooled connection broken by a server restart is discarded; the retry gets a fresh one.
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.1)
     def _execute(self, sql: str, params: tuple[Any, ...], fetch: bool = True) -> Any:
         """Run one statement on a pooled connection in autocommit mode; its first row."""
         if isinstance(self._datastore, SQLiteDatastore):
