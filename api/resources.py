@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import falcon
@@ -86,7 +87,11 @@ class OperationResource:
             if problem.status != 429:
                 self._committer.submit(
                     RecordRejection(
-                        context, self._op.name, problem.status, problem.code, problem.detail
+                        _with_headers(context, req),
+                        self._op.name,
+                        problem.status,
+                        problem.code,
+                        problem.detail,
                     )
                 )
             raise
@@ -108,6 +113,25 @@ class OperationResource:
         if self._op is ADD_MEMBER_OP:
             return AddMember(context, key, print_, person, parsing.community_id(attributes))
         return SetSignupCode(context, key, print_, person, parsing.signup_code(attributes))
+
+
+def _with_headers(context: CallContext, req: falcon.Request) -> CallContext:
+    """A rejection refused before the body was parsed still names the key and the
+    workflow its headers carry (when valid), so the feed shows which workflow misbehaves."""
+    try:
+        key = idempotency_key(req)
+    except Problem:
+        key = None
+    try:
+        workflow = workflow_header(req)
+    except Problem:
+        workflow = None
+    return replace(
+        context,
+        idempotency_key=context.idempotency_key or (key.value if key else None),
+        key_header=context.key_header or (key.header if key else None),
+        workflow=context.workflow or workflow,
+    )
 
 
 class HealthResource:

@@ -46,6 +46,11 @@ def issue(
     """Create a token; prints it alone on the last line."""
     import ipaddress
 
+    name, actor = name.strip(), actor.strip()
+    for value, hint in ((name, "--name"), (actor, "--actor")):
+        if not value:
+            raise click.BadParameter("must not be empty", param_hint=hint)
+
     for cidr in cidrs:
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -55,8 +60,8 @@ def issue(
             ) from None
     app = open_application(config)
     token = app.issue_token(
-        name.strip(),
-        actor.strip(),
+        name,
+        actor,
         list(scopes or SCOPES),
         list(cidrs),
         rate_limit,
@@ -92,6 +97,7 @@ def list_(config: Config) -> None:
 @click.pass_obj
 def revoke(config: Config, name: str) -> None:
     """Revoke a token; refused on every worker within 5 seconds."""
+    name = name.strip()
     open_application(config).revoke_token(name)
     click.echo(f"Revoked token {name!r}.")
 
@@ -101,6 +107,7 @@ def revoke(config: Config, name: str) -> None:
 @click.pass_obj
 def rotate(config: Config, name: str) -> None:
     """Replace a token's value; prints the new one alone on the last line."""
+    name = name.strip()
     token = open_application(config).rotate_token(name)
     click.echo(f"Rotated token {name!r}; the old value stops working within 5 seconds.", err=True)
     click.echo(token)
