@@ -1,12 +1,10 @@
 """The Falcon app factory (asgilook style): collaborators in, app out."""
 
 import logging
-import sqlite3
 from typing import Any
 
 import falcon
 import orjson
-import psycopg
 from eventsourcing.persistence import PersistenceError
 
 from api.gate import Gate
@@ -129,9 +127,6 @@ def create_app(services: Services) -> falcon.App:
     app.add_error_handler(Exception, render_unexpected)
     app.add_error_handler(falcon.HTTPError, render_http_error)
     app.add_error_handler(PersistenceError, render_unavailable)
-    # Our own SQL beside the log (the rate limiter) meets the drivers' errors unwrapped.
-    app.add_error_handler(sqlite3.Error, render_unavailable)
-    app.add_error_handler(psycopg.Error, render_unavailable)
     app.add_error_handler(Unavailable, render_unavailable)
     app.add_error_handler(Problem, render_problem)
     return app

@@ -85,7 +85,9 @@ class Config:
                 "POSTGRES_SCHEMA": self.schema or "public",
                 "POSTGRES_POOL_SIZE": "4",
                 "POSTGRES_MAX_OVERFLOW": "24",  # request threads + committer + rate-limit thread
-                "POSTGRES_CONNECT_TIMEOUT": "5",
+                # The recorder retries a failed connection 10 times: keep each try short so an
+                # unreachable store answers 503 in seconds, not the better part of a minute.
+                "POSTGRES_CONNECT_TIMEOUT": "1",
                 "POSTGRES_LOCK_TIMEOUT": "10",
                 "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             }

@@ -8,6 +8,7 @@ The total tells each queued hit its exact ordinal within the window."""
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -119,10 +120,13 @@ class RateLimiter:
     def _execute(self, sql: str, params: tuple[Any, ...], fetch: bool = True) -> Any:
         """Run one statement on a pooled connection in autocommit mode; its first row."""
         if isinstance(self._datastore, SQLiteDatastore):
-            with self._datastore.get_connection(commit=True) as conn:
-                cursor = conn.cursor()
-                cursor.execute(sql, params)
-                return cursor.fetchone() if fetch else None
+            try:
+                with self._datastore.get_connection(commit=True) as conn:
+                    cursor = conn.cursor()
+                    cursor.execute(sql, params)
+                    return cursor.fetchone() if fetch else None
+            except sqlite3.Error as error:  # the PostgreSQL datastore wraps these itself
+                raise OperationalError(str(error)) from error
         # A count lost in a server crash only forgives a few requests, so the count
         # need not wait for a WAL flush: asynchronous commit, pipelined in one round trip.
         with self._datastore.get_connection() as conn, conn.pipeline(), conn.transaction():

@@ -18,6 +18,7 @@ from commands.unit_of_work import UnitOfWork
 
 TOKEN_PREFIX = "pmo"  # noqa: S105 - a public prefix, not a secret
 TOKEN_CACHE_SECONDS = 2.0  # revocation reaches every worker well within 5 s
+TOKEN_RECHECK_SECONDS = 0.2  # a wrong secret rereads at most this often per token
 
 
 class TokenError(Exception):
@@ -150,15 +151,26 @@ class OpsApplication(Application[UUID]):
         now = time.monotonic()
         cached = self._tokens.get(token_id)
         if cached is None or now - cached[0] > TOKEN_CACHE_SECONDS:
-            token = self._find_token(token_id)
-            with self._tokens_lock:
-                if len(self._tokens) > 10_000:  # unknown ids must not grow memory
-                    self._tokens.clear()
-                self._tokens[token_id] = (now, token)
+            token = self._refresh_token(token_id, now)
         else:
             token = cached[1]
+            if (
+                token is not None
+                and not token.accepts(secret)
+                and now - cached[0] > TOKEN_RECHECK_SECONDS
+            ):
+                # Perhaps just rotated: a new value must work at once, not in 2 s.
+                token = self._refresh_token(token_id, now)
         if token is None or not token.accepts(secret):
             return None
+        return token
+
+    def _refresh_token(self, token_id: UUID, now: float) -> Token | None:
+        token = self._find_token(token_id)
+        with self._tokens_lock:
+            if len(self._tokens) > 10_000:  # unknown ids must not grow memory
+                self._tokens.clear()
+            self._tokens[token_id] = (now, token)
         return token
 
     def _find_token(self, token_id: UUID) -> Token | None:
