@@ -18,7 +18,6 @@ from commands.unit_of_work import UnitOfWork
 
 TOKEN_PREFIX = "pmo"  # noqa: S105 - a public prefix, not a secret
 TOKEN_CACHE_SECONDS = 2.0  # revocation reaches every worker well within 5 s
-TOKEN_RECHECK_SECONDS = 0.2  # a wrong secret rereads at most this often per token
 
 
 class TokenError(Exception):
@@ -154,12 +153,9 @@ class OpsApplication(Application[UUID]):
             token = self._refresh_token(token_id, now)
         else:
             token = cached[1]
-            if (
-                token is not None
-                and not token.accepts(secret)
-                and now - cached[0] > TOKEN_RECHECK_SECONDS
-            ):
-                # Perhaps just rotated: a new value must work at once, not in 2 s.
+            if token is not None and not token.accepts(secret):
+                # Perhaps just rotated: a new value must work at once, not in 2 s. (A wrong
+                # secret costs one read, as an unknown token id does.)
                 token = self._refresh_token(token_id, now)
         if token is None or not token.accepts(secret):
             return None

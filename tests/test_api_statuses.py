@@ -329,6 +329,15 @@ def test_a_rotated_token_is_refused_and_its_replacement_accepted(client, directo
     assert status(old) == 401
 
 
+def test_a_rotated_token_works_at_once_where_the_old_value_was_cached(client, directory, services):
+    name = f"rotate-{uuid.uuid4().hex[:8]}"
+    old = issue(services, name)
+    assert post(client, ADD, add_body(directory), directory.headers(token=old)).status_code == 200
+    new = services.app.rotate_token(name)
+    result = post(client, ADD, add_body(directory), directory.headers(token=new))
+    assert result.status_code == 200
+
+
 # --- 403 -----------------------------------------------------------------------
 
 
