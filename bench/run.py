@@ -3,8 +3,8 @@ version of itself, both on PostgreSQL behind gunicorn gthread with the same work
 
     make bench        (OPS_BENCH_POSTGRES_URL, default the local test database)
 
-Prints requests/second for each and the ratio. One run on a noisy 2-core machine:
-quote ratios from the same run, not absolute numbers."""
+Prints requests/second for each and the ratio. One run on a noisy 2-core machine
+(the load generator shares it): quote ratios from the same run, not absolute numbers."""
 
 import hashlib
 import json
@@ -13,8 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,21 +31,9 @@ WORKERS, THREADS, CLIENTS, REQUESTS = "2", "16", 32, 3000
 PEOPLE = 2000
 
 
-def wait_up(base: str, process: subprocess.Popen) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            return
-        except urllib.error.HTTPError:
-            time.sleep(2)  # the baseline has no /healthz: a 404 means a worker is up
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit("server died") from None
-            time.sleep(0.1)
-
-
 def load(base: str, token: str, community: int) -> float:
+    """Requests per second for REQUESTS add-member calls from CLIENTS threads."""
+
     def call(i: int) -> int:
         body = {
             "data": {
@@ -73,20 +63,52 @@ def load(base: str, token: str, community: int) -> float:
     return REQUESTS / elapsed
 
 
+def measure(
+    argv: Callable[[int], list[str]], env: dict[str, str], token: str, community: int
+) -> float:
+    """Start a server on a free port, wait for it, load it, stop it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        argv(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                time.sleep(2)  # the baseline has no /healthz: a 404 means a worker is up
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise SystemExit(f"{argv(port)[0]} died on start") from None
+                time.sleep(0.1)
+        return load(base, token, community)
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    url = f"{POSTGRES}?schema={schema}"
-    env = {**os.environ, "OPS_DATABASE_URL": url, "OPS_RATE_LIMIT_PER_MINUTE": "10000000"}
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(SCHEMA)  # the baseline's tables, made before its workers fork
+    env = {
+        **os.environ,
+        "OPS_DATABASE_URL": f"{POSTGRES}?schema={schema}",
+        "OPS_RATE_LIMIT_PER_MINUTE": "10000000",
+    }
     try:
         workdir = Path(tempfile.mkdtemp(prefix="pm-ops-bench-"))
-        people = workdir / "people.csv"
+        people, communities = workdir / "people.csv", workdir / "communities.csv"
         people.write_text(
             "id,email\n" + "".join(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1))
         )
-        communities = workdir / "communities.csv"
         communities.write_text("id,name\n1,Bench\n2,Bench two\n")
+        run = {"env": env, "check": True, "capture_output": True, "text": True}
         subprocess.run(
             [
                 pm_ops(),
@@ -97,25 +119,15 @@ def main() -> None:
                 "--communities",
                 str(communities),
             ],
-            env=env,
-            check=True,
-            capture_output=True,
+            **run,
         )
-        token = (
-            subprocess.run(
-                [pm_ops(), "tokens", "issue", "--name", "bench", "--actor", "bench"],
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
+        issued = subprocess.run(
+            [pm_ops(), "tokens", "issue", "--name", "bench", "--actor", "bench"], **run
         )
-        results = {}
-        port = free_port()
-        server = subprocess.Popen(
-            [
+        token = issued.stdout.strip().splitlines()[-1]
+
+        pm_ops_rate = measure(
+            lambda port: [
                 pm_ops(),
                 "serve",
                 "--port",
@@ -126,28 +138,17 @@ def main() -> None:
                 THREADS,
                 "--no-projections",
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env,
+            token,
+            community=1,
         )
-        try:
-            wait_up(f"http://127.0.0.1:{port}", server)
-            results["pm-ops"] = load(f"http://127.0.0.1:{port}", token, 1)
-        finally:
-            server.terminate()
-            server.wait()
-        with psycopg.connect(
-            f"{POSTGRES}?options=-csearch_path%3D{schema}", autocommit=True
-        ) as conn:
-            conn.execute(SCHEMA)
-        port = free_port()
         crud_env = {
             **os.environ,
-            "CRUD_DATABASE_URL": POSTGRES + f"?options=-csearch_path%3D{schema}",
+            "CRUD_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
             "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest(),
         }
-        baseline = subprocess.Popen(
-            [
+        crud_rate = measure(
+            lambda port: [
                 sys.executable,
                 "-m",
                 "gunicorn",
@@ -163,19 +164,13 @@ def main() -> None:
                 f"127.0.0.1:{port}",
                 "crud_baseline:create_app()",
             ],
-            env=crud_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            crud_env,
+            token,
+            community=2,
         )
-        try:
-            wait_up(f"http://127.0.0.1:{port}", baseline)
-            results["crud"] = load(f"http://127.0.0.1:{port}", token, 2)
-        finally:
-            baseline.terminate()
-            baseline.wait()
-        for name, rate in results.items():
-            print(f"{name:>8}: {rate:8.0f} add-member requests/s")
-        print(f"   ratio: {results['pm-ops'] / results['crud']:.2f} (pm-ops / crud)")
+        print(f"  pm-ops: {pm_ops_rate:8.0f} add-member requests/s")
+        print(f"    crud: {crud_rate:8.0f} add-member requests/s")
+        print(f"   ratio: {pm_ops_rate / crud_rate:.2f} (pm-ops / crud)")
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

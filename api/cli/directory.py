@@ -54,23 +54,18 @@ def import_(config: Config, people: Path | None, communities: Path | None) -> No
         if path
     }
     app = open_application(config)
+    steps = (
+        ("communities", communities, read_communities, app.import_communities, "renamed"),
+        ("people", people, read_people, app.import_people, "email changed"),
+    )
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        if communities:
-            task = progress.add_task("communities", total=counts[communities])
-            report = app.import_communities(
-                read_communities(communities), on_batch=lambda n: progress.advance(task, n)
-            )
+        for label, path, reader, apply, changed in steps:
+            if path is None:
+                continue
+            task = progress.add_task(label, total=counts[path])
+            report = apply(reader(path), on_batch=lambda n, task=task: progress.advance(task, n))
             click.echo(
-                f"communities: {report.created} created, {report.changed} renamed, "
-                f"{report.unchanged} unchanged"
-            )
-        if people:
-            task = progress.add_task("people", total=counts[people])
-            report = app.import_people(
-                read_people(people), on_batch=lambda n: progress.advance(task, n)
-            )
-            click.echo(
-                f"people: {report.created} created, {report.changed} email changed, "
+                f"{label}: {report.created} created, {report.changed} {changed}, "
                 f"{report.unchanged} unchanged"
             )
 
