@@ -80,5 +80,25 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 def _start_projections(config: Config) -> Any:
-    """Start the projection runners beside the API; returns a stop function (or None)."""
-    return None
+    """Start the projection runners beside the API; returns a stop function (or None).
+
+    They are threads of this (gunicorn master) process: each becomes active only
+    while it holds its projection's lock, so a separate `pm-ops projections run`
+    (or another `serve`) simply stands by. The forked workers inherit a copy of
+    this stack; the stop function only acts in the process that started them."""
+    from api.metrics import Metrics
+    from projections import start_projections
+
+    metrics = Metrics()
+
+    def on_lag(name: str, lag: int) -> None:
+        metrics.projection_lag.labels(projection=name).set(lag)
+
+    running = start_projections(config, on_lag=on_lag)
+    owner = os.getpid()
+
+    def stop() -> None:
+        if os.getpid() == owner:
+            running.stop()
+
+    return stop

@@ -1,0 +1,136 @@
+"""`pm-ops projections status | rebuild NAME | run`: for engineers."""
+
+import signal
+import threading
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from api.config import Config
+from api.services import open_application
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(projections)
+
+
+@click.group()
+def projections() -> None:
+    """Read models and the Slack feed built from the event log (state, audit, chain, slack)."""
+
+
+@projections.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_obj
+def status(config: Config, fmt: str) -> None:
+    """Each projection's position, the head of the log, the lag and whether a runner is active."""
+    from projections import status as projection_status
+
+    app = open_application(config)
+    try:
+        rows = projection_status(app, config)
+    finally:
+        app.close()
+    if fmt == "json":
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    table = Table(title="Projections")
+    for column in ("projection", "position", "head", "lag", "runner"):
+        table.add_column(
+            column, justify="right" if column in ("position", "head", "lag") else "left"
+        )
+    for row in rows:
+        runner = row["runner"] + (" (paused for rebuild)" if row["paused"] else "")
+        table.add_row(
+            row["projection"], str(row["position"]), str(row["head"]), str(row["lag"]), runner
+        )
+    Console().print(table)
+
+
+@projections.command()
+@click.argument("name", type=click.Choice(["state", "audit", "chain"]))
+@click.option(
+    "--wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for an active runner to hand over.",
+)
+@click.pass_obj
+def rebuild(config: Config, name: str, wait: float) -> None:
+    """Empty the NAME projection and replay the whole log into it.
+
+    The API keeps serving; an active runner stands by during the rebuild and
+    carries on from where the rebuild stopped."""
+    from projections import RebuildError
+    from projections import rebuild as rebuild_projection
+
+    app = open_application(config)
+    columns = (
+        TextColumn(f"rebuilding {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+            task = progress.add_task(name, total=app.recorder.max_notification_id() or 0)
+
+            def advance(position: int, head: int) -> None:
+                progress.update(task, completed=position, total=max(head, position))
+
+            position = rebuild_projection(app, config, name, progress=advance, wait_seconds=wait)
+            progress.update(task, completed=position, total=position)
+    except RebuildError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        app.close()
+    click.echo(f"{name} rebuilt up to position {position}.")
+
+
+@projections.command()
+@click.option(
+    "--only",
+    "names",
+    multiple=True,
+    type=click.Choice(["state", "audit", "chain", "slack"]),
+    help="Run only these projections (repeat); default all.",
+)
+@click.option("--once", is_flag=True, help="Catch up to the head of the log, then exit.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.05))
+@click.pass_obj
+def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None:
+    """Run the projections in this process (a second copy stands by and takes over)."""
+    from projections import NAMES, RebuildError, catch_up_once, start_projections
+
+    selected = names or NAMES
+    if once:
+        app = open_application(config)
+        try:
+            done = catch_up_once(app, config, selected)
+        except RebuildError as error:
+            raise click.ClickException(str(error)) from None
+        finally:
+            app.close()
+        for name, count in done.items():
+            click.echo(f"{name}: processed {count} event(s)")
+        return
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running = start_projections(config, selected, poll_seconds=poll)
+    click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        running.stop()

@@ -1,0 +1,254 @@
+"""Following the log: one active runner per projection, the others stand by.
+
+A runner polls the notification log in order (the library's ProjectionRunner
+cannot follow SQLite). On PostgreSQL it also LISTENs on the events table's
+channel, but only as a wake-up: it polls anyway, so a lost NOTIFY never
+stalls it. The lock that makes a runner the active one is a PostgreSQL
+advisory lock held by a dedicated connection, or on SQLite an flock() on a
+file beside the database; both vanish with the process that held them, so a
+standby takes over when the active runner dies.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from api.config import Config
+from projections.store import advisory_key
+
+log = logging.getLogger("pm_ops.projections")
+
+EVENTS_CHANNEL = "pmops_events"  # PostgreSQL: the events table's name is its NOTIFY channel
+
+
+class Follower(Protocol):
+    name: str
+
+    def create(self) -> None: ...
+
+    def catch_up(self, *, max_batches: int | None = None) -> int: ...
+
+    def position(self) -> int: ...
+
+    def head(self) -> int: ...
+
+
+class RunnerLock(Protocol):
+    def try_acquire(self) -> bool: ...
+
+    def healthy(self) -> bool: ...
+
+    def wait_for_events(self, timeout: float, stop: threading.Event) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class PostgresLock:
+    """pg_try_advisory_lock on a connection of its own (never the pool's), which
+    also LISTENs for the events table's NOTIFY as a wake-up."""
+
+    def __init__(self, config: Config, name: str) -> None:
+        env = config.eventsourcing_env()
+        self._kwargs = {
+            "dbname": env["POSTGRES_DBNAME"],
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"],
+            "connect_timeout": 5,
+            "autocommit": True,
+            "application_name": f"pm-ops projection {name}",
+        }
+        self._key = advisory_key("projection", str(config.schema), name)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(**self._kwargs)
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+            if not (row and row[0]):
+                return False
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
+            return True
+        except psycopg.Error as error:
+            log.warning("projection lock: PostgreSQL unreachable (%s)", type(error).__name__)
+            self._close()
+            return False
+
+    def healthy(self) -> bool:
+        try:
+            return self._conn is not None and self._conn.execute("SELECT 1").fetchone() is not None
+        except psycopg.Error:
+            return False
+
+    def wait_for_events(self, timeout: float, stop: threading.Event) -> None:
+        if self._conn is None:
+            stop.wait(timeout)
+            return
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            stop.wait(timeout)
+
+    def release(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+
+class FileLock:
+    """flock() on `<database>.<projection>.lock`: exclusive across processes and
+    across open files in one process, released by the kernel when the holder dies."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return True
+
+    def healthy(self) -> bool:
+        return self._fd is not None
+
+    def wait_for_events(self, timeout: float, stop: threading.Event) -> None:
+        stop.wait(timeout)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+
+def make_lock(config: Config, name: str) -> RunnerLock:
+    if config.is_postgres:
+        return PostgresLock(config, name)
+    path = config.database_url.removeprefix("sqlite:///").split("?")[0]
+    if ":memory:" in path or "mode=memory" in path:
+        path = f"/tmp/pm-ops-memory-{os.getpid()}"  # noqa: S108 - only for throwaway stores
+    return FileLock(Path(f"{path}.{name}.lock"))
+
+
+class Runner:
+    """Keeps one projection up to date while it holds the projection's lock."""
+
+    def __init__(
+        self,
+        config: Config,
+        follower: Follower,
+        *,
+        poll_seconds: float = 0.5,
+        standby_seconds: float = 1.0,
+        paused: Callable[[], bool] | None = None,
+        on_lag: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.follower = follower
+        self.name = follower.name
+        self.poll_seconds = poll_seconds
+        self.standby_seconds = standby_seconds
+        self.paused = paused or (lambda: False)
+        self.on_lag = on_lag
+        self.stop_event = threading.Event()
+        self.active = threading.Event()
+        self.processed = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Runner":
+        self._thread = threading.Thread(
+            target=self.run, name=f"pm-ops-projection-{self.name}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        interrupt = getattr(self.follower, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        lock = make_lock(self.config, self.name)
+        announced = False
+        while not self.stop_event.is_set():
+            if self._is_paused() or not lock.try_acquire():
+                if not announced:
+                    log.info("projection %s: standing by (another runner is active)", self.name)
+                    announced = True
+                self.stop_event.wait(self.standby_seconds)
+                continue
+            announced = False
+            log.info("projection %s: active", self.name)
+            self.active.set()
+            try:
+                activate = getattr(self.follower, "on_activate", None)
+                if activate is not None:
+                    activate()
+                self._follow(lock)
+            except Exception:
+                log.exception("projection %s failed; retrying", self.name)
+                self.stop_event.wait(2.0)
+            finally:
+                self.active.clear()
+                lock.release()
+
+    def _follow(self, lock: RunnerLock) -> None:
+        while not self.stop_event.is_set():
+            if self._is_paused():
+                log.info("projection %s: handing over to a rebuild", self.name)
+                return
+            if not lock.healthy():
+                log.warning("projection %s: lost its lock; standing by", self.name)
+                return
+            done = self.follower.catch_up(max_batches=20)
+            self.processed += done
+            if self.on_lag is not None:
+                with contextlib.suppress(Exception):
+                    self.on_lag(self.name, max(0, self.follower.head() - self.follower.position()))
+            if done == 0:
+                lock.wait_for_events(self.poll_seconds, self.stop_event)
+
+    def _is_paused(self) -> bool:
+        try:
+            return self.paused()
+        except Exception:
+            return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,188 @@
+"""Read-model storage beside the event log.
+
+The views are the library's tracking recorders (SQLiteTrackingRecorder,
+PostgresTrackingRecorder) extended with our tables, sharing the application's
+datastore: a projection writes its rows and its position in ONE transaction,
+so each event is applied exactly once. Positions live in the library's
+tracking table, one row per projection (never truncated: its migration row
+matters).
+"""
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError, Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from api.config import Config
+
+CONTROL_DDL = """
+CREATE TABLE IF NOT EXISTS {control} (
+    name TEXT PRIMARY KEY,
+    paused_until DOUBLE PRECISION NOT NULL
+)"""
+
+
+class StalePosition(Exception):
+    """Another runner moved this projection's position first; re-read and go on."""
+
+
+class ViewsMixin:
+    """SQL helpers common to both stores. Statements are written with %s."""
+
+    is_postgres: bool
+    datastore: Any
+    config: Config
+    table: Callable[[str], str]
+    tracking_table: str
+
+    def sql(self, statement: str) -> str:
+        return statement if self.is_postgres else statement.replace("%s", "?")
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A consistent snapshot: every SELECT inside sees the same instant."""
+        with self.datastore.transaction(commit=False) as cursor:
+            if self.is_postgres:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cursor
+
+    def execute(self, cursor: Any, statement: str, params: Any = ()) -> None:
+        cursor.execute(self.sql(statement), params)
+
+    def create_views(self, statements: list[str]) -> None:
+        """Create the tracking table and our tables. Concurrent first starts race on
+        CREATE (PostgreSQL) and on the library's migration row, so retry a little."""
+        for attempt in range(5):
+            try:
+                if self.is_postgres:
+                    with self.write() as cursor:
+                        key = advisory_key("ddl", str(self.config.schema))
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                        self._create_own(cursor, statements)
+                    super().create_table()  # type: ignore[misc]
+                else:
+                    super().create_table()  # type: ignore[misc]
+                    with self.write() as cursor:
+                        self._create_own(cursor, statements)
+                return
+            except PersistenceError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _create_own(self, cursor: Any, statements: list[str]) -> None:
+        control = self.table("ops_projection_control")
+        for statement in [CONTROL_DDL.format(control=control), *statements]:
+            cursor.execute(statement)
+
+    # --- positions --------------------------------------------------------
+
+    def position(self, name: str, cursor: Any | None = None) -> int:
+        statement = f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=%s"
+        if cursor is None:
+            with self.read() as c:
+                self.execute(c, statement, (name,))
+                row = c.fetchone()
+        else:
+            self.execute(cursor, statement, (name,))
+            row = cursor.fetchone()
+        return int(row["notification_id"]) if row else 0
+
+    def claim(self, cursor: Any, name: str, expected: int) -> None:
+        """Start a write: lock this projection's tracking row and check that nobody
+        advanced it since we read it (a second guard behind the runner lock)."""
+        self.execute(
+            cursor,
+            f"INSERT INTO {self.tracking_table} (application_name, notification_id) "
+            "VALUES (%s, 0) ON CONFLICT (application_name) DO NOTHING",
+            (name,),
+        )
+        lock = " FOR UPDATE" if self.is_postgres else ""
+        self.execute(
+            cursor,
+            f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=%s{lock}",
+            (name,),
+        )
+        row = cursor.fetchone()
+        current = int(row["notification_id"]) if row else 0
+        if current != expected:
+            raise StalePosition(f"{name}: expected position {expected}, found {current}")
+
+    def advance(self, cursor: Any, name: str, position: int) -> None:
+        self._insert_tracking(cursor, Tracking(name, position))  # type: ignore[attr-defined]
+
+    def reset(self, name: str, statements: list[str]) -> None:
+        """Empty one projection: its rows and its tracking row, in one transaction."""
+        with self.write() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+            self.execute(
+                cursor, f"DELETE FROM {self.tracking_table} WHERE application_name=%s", (name,)
+            )
+
+    # --- hand-over (rebuild asks the active runner to stand by) -------------
+
+    def pause(self, name: str, seconds: float) -> None:
+        control = self.table("ops_projection_control")
+        with self.write() as cursor:
+            self.execute(
+                cursor,
+                f"INSERT INTO {control} (name, paused_until) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET paused_until = excluded.paused_until",
+                (name, time.time() + seconds),
+            )
+
+    def resume(self, name: str) -> None:
+        control = self.table("ops_projection_control")
+        with self.write() as cursor:
+            self.execute(cursor, f"DELETE FROM {control} WHERE name=%s", (name,))
+
+    def is_paused(self, name: str) -> bool:
+        control = self.table("ops_projection_control")
+        with self.read() as cursor:
+            self.execute(cursor, f"SELECT paused_until FROM {control} WHERE name=%s", (name,))
+            row = cursor.fetchone()
+        return bool(row) and float(row["paused_until"]) > time.time()
+
+
+class SQLiteViews(ViewsMixin, SQLiteTrackingRecorder):
+    is_postgres = False
+    tracking_table = "tracking"
+
+    def __init__(self, datastore: Any, config: Config) -> None:
+        super().__init__(datastore)
+        self.config = config
+        self.table = config.table
+
+
+class PostgresViews(ViewsMixin, PostgresTrackingRecorder):
+    is_postgres = True
+
+    def __init__(self, datastore: Any, config: Config) -> None:
+        super().__init__(datastore, tracking_table_name="pmops_tracking")
+        self.config = config
+        self.table = config.table
+        self.tracking_table = config.table("pmops_tracking")
+
+
+def open_views(app: Any, config: Config) -> ViewsMixin:
+    """Views over the application's own datastore (one pool for everything)."""
+    datastore = app.recorder.datastore
+    if config.is_postgres:
+        return PostgresViews(datastore, config)
+    return SQLiteViews(datastore, config)
+
+
+def advisory_key(*parts: str) -> int:
+    digest = hashlib.sha256(":".join(("pm-ops", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
