@@ -1,20 +1,18 @@
 """Prometheus metrics. A registry per app (no import-time globals); under
-gunicorn, PROMETHEUS_MULTIPROC_DIR makes /metrics add up every worker."""
+gunicorn, PROMETHEUS_MULTIPROC_DIR makes /metrics add up every process.
+
+prometheus_client decides at import whether values live in process memory or in
+the shared directory, and `serve` sets that directory only once it runs: so the
+library is imported here when metrics are first made, never at module import."""
 
 import os
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from typing import Any
 
 
 class Metrics:
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pm_ops_requests",
@@ -34,15 +32,17 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
-        self.projection_lag = Gauge(
+        self.projection_lag: Any = Gauge(
             "pm_ops_projection_lag",
             "Events in the log not yet processed by a projection",
             ["projection"],
             registry=self.registry,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",  # one projections process writes it
         )
 
     def render(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -1,5 +1,6 @@
 """`pm-ops projections status | rebuild NAME | run`: for engineers."""
 
+import os
 import signal
 import threading
 from typing import Any
@@ -127,10 +128,20 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running = start_projections(config, selected, poll_seconds=poll)
+    running = start_projections(config, selected, poll_seconds=poll, on_lag=_lag_gauge())
     click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
     try:
         while not stopping.wait(1.0):
             pass
     finally:
         running.stop()
+
+
+def _lag_gauge() -> Any:
+    """Report lag to /metrics when run beside the API (serve shares its metrics directory)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    from api.metrics import Metrics
+
+    gauge = Metrics().projection_lag
+    return lambda name, lag: gauge.labels(projection=name).set(lag)

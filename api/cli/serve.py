@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -80,25 +82,20 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 def _start_projections(config: Config) -> Any:
-    """Start the projection runners beside the API; returns a stop function (or None).
+    """Run the projections beside the API; returns a function that stops them.
 
-    They are threads of this (gunicorn master) process: each becomes active only
-    while it holds its projection's lock, so a separate `pm-ops projections run`
-    (or another `serve`) simply stands by. The forked workers inherit a copy of
-    this stack; the stop function only acts in the process that started them."""
-    from api.metrics import Metrics
-    from projections import start_projections
-
-    metrics = Metrics()
-
-    def on_lag(name: str, lag: int) -> None:
-        metrics.projection_lag.labels(projection=name).set(lag)
-
-    running = start_projections(config, on_lag=on_lag)
-    owner = os.getpid()
+    They run as a child `pm-ops projections run` process rather than as threads in
+    the gunicorn master, which forks its workers: forking a process that has threads
+    and open pools copies their locks mid-flight. The child holds each projection's
+    lock, so a separate `pm-ops projections run` elsewhere simply stands by."""
+    env = {**os.environ, "OPS_DATABASE_URL": config.database_url}
+    child = subprocess.Popen([sys.executable, "-m", "api.cli", "projections", "run"], env=env)
 
     def stop() -> None:
-        if os.getpid() == owner:
-            running.stop()
+        child.terminate()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
     return stop
