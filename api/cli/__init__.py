@@ -10,7 +10,7 @@ from eventsourcing.persistence import PersistenceError
 from api.config import Config, ConfigError
 from commands.application import TokenError
 
-COMMAND_MODULES = ("serve", "tokens", "directory", "demo")
+COMMAND_MODULES = ("serve", "tokens", "directory", "demo", "projections", "auditing", "call", "cio")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
