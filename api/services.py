@@ -7,7 +7,7 @@ from api.metrics import Metrics
 from api.rate_limit import RateLimiter
 from commands.application import OpsApplication
 from commands.group_commit import GroupCommitter
-from commands.handlers import HANDLERS, PREFETCHERS
+from commands.handlers import HANDLERS, prefetchers
 
 
 @dataclass
@@ -43,5 +43,5 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
     def on_commit(size: int, _seconds: float) -> None:
         metrics.batch_size.observe(size)
 
-    committer = GroupCommitter(app, HANDLERS, PREFETCHERS, on_commit=on_commit)
+    committer = GroupCommitter(app, HANDLERS, prefetchers(), on_commit=on_commit)
     return Services(config, app, committer, rate_limiter, metrics)

@@ -4,6 +4,7 @@ aggregate before it knows the command will succeed."""
 
 import uuid
 from collections.abc import Callable
+from uuid import UUID
 
 from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
 from commands.documents import Problem, person_not_found, resource_document
@@ -161,17 +162,32 @@ def key_reused(cmd: DeliveredCommand) -> Problem:
     )
 
 
-def prefetch(cmd: DeliveredCommand, uow: UnitOfWork) -> None:
-    """Load, read-only, what the handler will need: run in the request thread so
+class Prefetcher:
+    """Loads, read-only, what a handler will need. It runs in the request thread, so
     reads happen in parallel and the committer mostly just writes."""
-    # Most keys are new: assume so and let a clash on save (a real retry) reread it.
-    uow.assume_absent(Delivery.create_id(cmd.context.token_id, cmd.key))
-    try:
-        find_person(uow, cmd.person)
-    except Problem:
-        return
-    if isinstance(cmd, AddMember):
-        uow.get(Community, Community.create_id(cmd.community_id))
+
+    MAX_KNOWN_COMMUNITIES = 100_000
+
+    def __init__(self) -> None:
+        # A community, once created, is never removed: its existence can be remembered.
+        self._communities: dict[UUID, Community] = {}
+
+    def __call__(self, cmd: DeliveredCommand, uow: UnitOfWork) -> None:
+        # Most keys are new: assume so and let a clash on save (a real retry) reread it.
+        uow.assume_absent(Delivery.create_id(cmd.context.token_id, cmd.key))
+        try:
+            find_person(uow, cmd.person)
+        except Problem:
+            return
+        if isinstance(cmd, AddMember):
+            community_id = Community.create_id(cmd.community_id)
+            known = self._communities.get(community_id)
+            if known is not None:
+                uow.add(known)
+            elif (community := uow.get(Community, community_id)) is not None:
+                if len(self._communities) >= self.MAX_KNOWN_COMMUNITIES:
+                    self._communities.clear()
+                self._communities[community_id] = community
 
 
 def generated_key() -> str:
@@ -184,4 +200,7 @@ HANDLERS: dict[type, Callable[..., Outcome]] = {
     RecordRejection: record_rejection,
 }
 
-PREFETCHERS: dict[type, Callable[..., None]] = {AddMember: prefetch, SetSignupCode: prefetch}
+
+def prefetchers() -> dict[type, Callable[..., None]]:
+    prefetch = Prefetcher()
+    return {AddMember: prefetch, SetSignupCode: prefetch}

@@ -25,7 +25,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database_url: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+def running_server(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     environment = {**os.environ, "OPS_DATABASE_URL": database_url, **(env or {})}
     process = subprocess.Popen(
@@ -43,7 +45,9 @@ def running_server(database_url: str, *args: str, env: dict[str, str] | None = N
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(process.stderr.read().decode() if process.stderr else "") from None
+                    raise RuntimeError(
+                        process.stderr.read().decode() if process.stderr else ""
+                    ) from None
                 time.sleep(0.1)
         yield base
     finally:

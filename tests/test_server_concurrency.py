@@ -4,8 +4,8 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from email.message import Message
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 
 import pytest
 
@@ -16,7 +16,9 @@ ADD = "/api/v1/ops/people/communities/add"
 CODE = "/api/v1/ops/people/code"
 
 
-def post(base: str, path: str, body: dict, token: str, key: str | None = None) -> tuple[int, bytes, Message]:
+def post(
+    base: str, path: str, body: dict, token: str, key: str | None = None
+) -> tuple[int, bytes, Message]:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     if key:
         headers["X-CIO-Idempotency-Key"] = key
@@ -67,7 +69,13 @@ def test_concurrent_keys_for_one_person_lose_no_update(server, directory, servic
     with ThreadPoolExecutor(24) as pool:
         results = list(
             pool.map(
-                lambda c: post(server, ADD, add_member_body(directory.person_id, c), directory.token, str(uuid.uuid4())),
+                lambda c: post(
+                    server,
+                    ADD,
+                    add_member_body(directory.person_id, c),
+                    directory.token,
+                    str(uuid.uuid4()),
+                ),
                 communities,
             )
         )
@@ -83,7 +91,13 @@ def test_concurrent_code_changes_form_one_unbroken_chain(server, directory, serv
     with ThreadPoolExecutor(16) as pool:
         results = list(
             pool.map(
-                lambda c: post(server, CODE, set_code_body(directory.person_id, code=c), directory.token, str(uuid.uuid4())),
+                lambda c: post(
+                    server,
+                    CODE,
+                    set_code_body(directory.person_id, code=c),
+                    directory.token,
+                    str(uuid.uuid4()),
+                ),
                 codes,
             )
         )
@@ -100,7 +114,9 @@ def test_rate_limit_holds_across_worker_processes(server, directory, services):
     token = directory.issue(rate_limit=10)
     body = set_code_body(directory.person_id, code="RL")
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: post(server, CODE, body, token, str(uuid.uuid4())), range(30)))
+        results = list(
+            pool.map(lambda _: post(server, CODE, body, token, str(uuid.uuid4())), range(30))
+        )
     statuses = [status for status, _, _ in results]
     assert statuses.count(200) == 10
     assert statuses.count(429) == 20

@@ -25,9 +25,20 @@ def register(cli: click.Group) -> None:
 )
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--no-projections", is_flag=True, help="Do not run the projections in this process.")
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log every request (refusals are always logged; /metrics counts everything).",
+)
 @click.pass_obj
 def serve(
-    config: Config, host: str, port: int, workers: int, threads: int, no_projections: bool
+    config: Config,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    no_projections: bool,
+    access_log: bool,
 ) -> None:
     """Serve the API with gunicorn (and, unless told not to, the projections)."""
     # Every worker writes its metrics here so /metrics adds them up; prometheus_client
@@ -49,7 +60,7 @@ def serve(
                 "threads": threads,
                 "timeout": 60,
                 "graceful_timeout": 10,
-                "accesslog": "-",
+                "accesslog": "-" if access_log else None,
                 "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
                 "child_exit": _child_exit,
             }
