@@ -34,7 +34,6 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
     rate_limiter = RateLimiter(
         app.recorder.datastore,  # type: ignore[attr-defined]
         table=config.table("ops_rate_limits"),
-        placeholder="%s" if config.is_postgres else "?",
     )
     if create_tables:
         rate_limiter.create_table()
