@@ -112,6 +112,7 @@ def create_app(services: Services) -> falcon.App:
     )
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.req_options.strip_url_path_trailing_slash = True  # a pasted URL may end in "/"
 
     gate = Gate(services.app, services.rate_limiter, services.config.rate_limit_per_minute)
     for operation in OPERATIONS:

@@ -73,6 +73,15 @@ def malformed(raw: bytes, error: orjson.JSONDecodeError) -> Problem:
                 f"{field} must be an integer: send it as a number without quotes, like 42.",
                 attr(field),
             )
+    if "{{" in text or "{%" in text:
+        return Problem(
+            422,
+            "malformed_json",
+            "Malformed JSON",
+            "The body still contains Liquid ({{ … }}). Customer.io fills it in; a script must "
+            'send the real values, e.g. "personId": 123.',
+            pointer="",
+        )
     line, column = _position(text, error.pos)
     reason = error.msg.split(":")[0]
     return Problem(

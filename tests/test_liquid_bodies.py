@@ -228,3 +228,31 @@ def test_an_empty_delivery_id_and_no_fallback_still_works(client, directory):
     result = client.simulate_post(ADD, body=raw, headers=headers(directory, ""))
     assert result.status_code == 200, result.text
     assert "Idempotent-Replayed" not in result.headers
+
+
+def test_liquid_left_unrendered_by_a_script_is_named(client, directory):
+    body = (
+        '{"data": {"type": "communityMembership", "attributes": '
+        '{"personId": {{ customer.id }}, "communityId": 42}}}'
+    )
+    result = client.simulate_post(
+        "/api/v1/ops/people/communities/add", body=body, headers=directory.headers()
+    )
+    assert result.status_code == 422
+    error = result.json["errors"][0]
+    assert error["code"] == "malformed_json"
+    assert "still contains Liquid" in error["detail"]
+
+
+def test_a_url_pasted_with_a_trailing_slash_still_works(client, directory):
+    body = {
+        "data": {
+            "type": "communityMembership",
+            "attributes": {"personId": directory.person_id, "communityId": directory.community_id},
+        }
+    }
+    result = client.simulate_post(
+        "/api/v1/ops/people/communities/add/", json=body, headers=directory.headers()
+    )
+    assert result.status_code == 200
+    assert result.json["data"]["attributes"]["alreadyMember"] is False
