@@ -129,9 +129,12 @@ class GroupCommitter:
                     if not ticket.done.is_set():
                         ticket.settle(error=error)
 
-    def _commit(self, batch: list[_Ticket]) -> None:
+    def _commit(self, batch: list[_Ticket], seeded: bool = True) -> None:
+        # Prefetched copies serve the first attempt only: a handler mutates what it
+        # is given, so after any failed attempt they no longer show the stored state.
         for attempt in range(self._attempts):
-            uow = UnitOfWork(self._app.repository, self._seed(batch) if attempt == 0 else None)
+            uow = UnitOfWork(self._app.repository, self._seed(batch) if seeded else None)
+            seeded = False
             outcomes: list[Outcome] = []
             try:
                 for ticket in batch:
@@ -144,7 +147,7 @@ class GroupCommitter:
                 log.exception("handler failed for %s", type(bad.command).__name__)
                 bad.settle(error=error)
                 rest = [t for t in batch if t is not bad]
-                return self._commit(rest) if rest else None
+                return self._commit(rest, seeded=False) if rest else None
             started = time.perf_counter()
             try:
                 self._app.save(*uow.aggregates())
@@ -162,7 +165,7 @@ class GroupCommitter:
             return None
         if len(batch) > 1:
             for ticket in batch:
-                self._commit([ticket])
+                self._commit([ticket], seeded=False)
             return None
         return self._fail(batch, Unavailable("the command kept clashing with concurrent writes"))
 
