@@ -63,6 +63,8 @@ def serve(
                 "accesslog": "-" if access_log else None,
                 "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
                 "child_exit": _child_exit,
+                # One fixed socket path per user: a second server on the machine would clash.
+                "control_socket_disable": True,
             }
             for key, value in settings.items():
                 self.cfg.set(key, value)
