@@ -5,7 +5,7 @@ import logging
 import sys
 
 import click
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from api.config import Config, ConfigError
 from commands.application import TokenError
@@ -39,8 +39,9 @@ def main() -> None:
         click.echo(f"Error: {error}", err=True)
         sys.exit(2)
     except PersistenceError as error:
-        click.echo(
-            f"Error: the store is unreachable ({type(error).__name__}). Check OPS_DATABASE_URL.",
-            err=True,
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        what = (
+            "is unreachable" if isinstance(error, OperationalError | InterfaceError) else "refused"
         )
+        click.echo(f"Error: the store {what} ({reason}). Check OPS_DATABASE_URL.", err=True)
         sys.exit(3)
