@@ -28,7 +28,7 @@ def main() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(f"api.cli.{name}").register(cli)
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(standalone_mode=False)  # ctx.exit(n) comes back as n
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
@@ -45,3 +45,8 @@ def main() -> None:
         )
         click.echo(f"Error: the store {what} ({reason}). Check OPS_DATABASE_URL.", err=True)
         sys.exit(3)
+    except Exception as error:  # no traceback for users; the log has the detail
+        logging.getLogger("pm_ops.cli").debug("unexpected error", exc_info=error)
+        click.echo(f"Error: unexpected {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
