@@ -206,3 +206,27 @@ def test_verify_passes_clean_and_reports_tampering_with_positions(
     assert f"position {deleted}: event is missing from the log (deleted)" in result.output
     assert "[audit]" in result.output and "[state]" in result.output
     assert "verify: FAILED" in result.output
+
+
+def test_audit_finds_people_by_any_email_they_had_and_by_whole_days(config, services):
+    from commands.application import PersonRow
+
+    person = uuid.uuid4().int % 10**9 + 10**9
+    tag = uuid.uuid4().hex[:6]
+    old, new = f"Ödön.{tag}@Example.com", f"new.{tag}@example.com"
+    services.app.import_people([PersonRow(2, person, old)])
+    services.app.import_people([PersonRow(2, person, new)])
+    assert invoke(config, "projections", "run", "--once").exit_code == 0
+
+    for address in (old, old.lower(), f"  {old.upper()} ", new.upper()):
+        entries = audit_json(config, "--email", address)
+        assert [(e["person_id"], e["operation"]) for e in entries] == [(person, "change-email")], (
+            address
+        )
+    assert audit_json(config, "--email", f"nobody.{tag}@example.com") == []
+
+    actor = audit_json(config, "--person", str(person), "--actor", "DIRECTORY IMPORT")
+    assert len(actor) == 1
+    today = datetime.now(UTC).date().isoformat()
+    assert len(audit_json(config, "--person", str(person), "--until", today)) == 1
+    assert len(audit_json(config, "--person", str(person), "--since", today)) == 1

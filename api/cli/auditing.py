@@ -3,7 +3,7 @@
 import csv
 import io
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -23,13 +23,20 @@ def register(cli: click.Group) -> None:
 class Moment(click.ParamType):
     name = "TIME"
 
+    def __init__(self, *, date_means_end_of_day: bool = False) -> None:
+        # "--until 2026-11-24" means to the end of that day, not its first instant.
+        self.date_means_end_of_day = date_means_end_of_day
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime):
             return value
         from projections.model import parse_time
 
         try:
-            return parse_time(str(value))
+            moment = parse_time(str(value))
+            if self.date_means_end_of_day and len(str(value).strip()) == len("2026-11-24"):
+                moment += timedelta(days=1, microseconds=-1)
+            return moment
         except ValueError:
             self.fail(
                 f"{value!r} is not an ISO 8601 time, e.g. 2025-03-01T14:30:00Z or 2025-03-01",
@@ -61,6 +68,28 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) 
         Console(width=max(Console().width, 160)).print(table)
 
 
+def _people_who_had(views: Any, address: str) -> set[int]:
+    """Everyone who has had this email: now, at an audited change, or before one.
+    Compared in Python with the service's own normalisation (SQLite's LOWER() only
+    folds ASCII)."""
+    from aggregates import normalise_email
+
+    audit, subjects = views.table("ops_audit"), views.table("ops_audit_subjects")
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"SELECT person_id, email FROM {subjects} WHERE person_id IS NOT NULL "
+            f"UNION SELECT person_id, email FROM {audit} WHERE person_id IS NOT NULL "
+            f"UNION SELECT person_id, previous_value FROM {audit} "
+            "WHERE person_id IS NOT NULL AND operation = 'change-email'",
+        )
+        return {
+            row["person_id"]
+            for row in cursor.fetchall()
+            if row["email"] and normalise_email(row["email"]) == address
+        }
+
+
 def _warn_lag(app: Any, config: Config, name: str) -> int:
     from projections.store import open_views
 
@@ -85,7 +114,11 @@ def _warn_lag(app: Any, config: Config, name: str) -> int:
 @click.option("--workflow", help="Originating workflow (X-Ops-Workflow).")
 @click.option("--operation", help="add-member, set-code, change-email, issue-token, ...")
 @click.option("--since", type=Moment(), help="From this time (ISO 8601, inclusive).")
-@click.option("--until", type=Moment(), help="Up to this time (ISO 8601, inclusive).")
+@click.option(
+    "--until",
+    type=Moment(date_means_end_of_day=True),
+    help="Up to this time (ISO 8601, inclusive; a date alone means the whole day).",
+)
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_obj
 def audit(
@@ -120,24 +153,20 @@ def audit(
         for column, value in (
             ("person_id", person),
             ("community_id", community),
-            ("actor", actor),
             ("token", token),
-            ("workflow", workflow),
             ("operation", operation),
         ):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
+        for column, value in (("actor", actor), ("workflow", workflow)):
+            if value is not None:  # typed by people: "customer.io" means Customer.io
+                where.append(f"LOWER({column}) = LOWER(%s)")
+                params.append(value)
         if email is not None:
-            address = normalise_email(email)
-            subjects = views.table("ops_audit_subjects")
-            where.append(
-                f"(LOWER(email) = %s OR person_id IN (SELECT person_id FROM {table} "
-                f"WHERE LOWER(email) = %s AND person_id IS NOT NULL) OR person_id IN "
-                f"(SELECT person_id FROM {subjects} WHERE LOWER(email) = %s "
-                "AND person_id IS NOT NULL))"
-            )
-            params += [address, address, address]
+            people = _people_who_had(views, normalise_email(email))
+            where.append(f"person_id IN ({', '.join(['%s'] * len(people))})" if people else "1 = 0")
+            params += sorted(people)
         if since is not None:
             where.append("at >= %s")
             params.append(iso(since))
