@@ -257,7 +257,10 @@ def replay(
             continue
         if until is not None and event.timestamp > until:
             continue
-        derived.apply(event, note.id)
+        try:
+            derived.apply(event, note.id)
+        except Exception as error:  # decodes, but lacks what its type must carry
+            derived.undecodable.append((note.id, f"{type(error).__name__}: {error}"))
     return derived
 
 

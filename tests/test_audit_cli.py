@@ -230,3 +230,24 @@ def test_audit_finds_people_by_any_email_they_had_and_by_whole_days(config, serv
     today = datetime.now(UTC).date().isoformat()
     assert len(audit_json(config, "--person", str(person), "--until", today)) == 1
     assert len(audit_json(config, "--person", str(person), "--since", today)) == 1
+
+
+def test_verify_reports_an_event_edited_into_a_shape_it_cannot_have(
+    config, services, directory, story
+):
+    entries = audit_json(config, "--person", str(directory.person_id))
+    edited = entries[2]["position"]  # set-code VC-A -> VC-B
+    state = read_state(config, edited)
+    assert b'"previous_code":"VC-A",' in state
+    tamper(
+        config,
+        services,
+        "UPDATE {t} SET state=? WHERE rowid=?",
+        "UPDATE {t} SET state=%s WHERE notification_id=%s",
+        (state.replace(b'"previous_code":"VC-A",', b""), edited),
+    )
+    result = invoke(config, "verify")
+    assert result.exit_code == 1
+    assert f"position {edited}: event was changed after it was recorded" in result.output
+    assert f"position {edited}: event cannot be read" in result.output
+    assert "verify: FAILED" in result.output
