@@ -110,6 +110,7 @@ def rebuild(
     *,
     progress: Callable[[int, int], None] | None = None,
     wait_seconds: float = 30.0,
+    accept_current_log: bool = False,
 ) -> int:
     """Empty one database projection and replay the whole log into it, while the
     API keeps serving. An active runner is asked to stand by (and takes over
@@ -122,6 +123,8 @@ def rebuild(
     views = open_views(app, config)
     projection: TableProjection = DB_PROJECTIONS[name](app, views)
     projection.create()
+    if name == "chain" and not accept_current_log:
+        _refuse_to_hide_tampering(app, views, projection)
     views.pause(name, 60)
     lock = make_lock(config, name)
     try:
@@ -179,3 +182,19 @@ def status(app: Any, config: Config) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _refuse_to_hide_tampering(app: Any, views: ViewsMixin, chain: Any) -> None:
+    """The chain is the evidence that the log is what it was: rebuilding it over an
+    altered log would make the alteration the new truth, so say so and stop."""
+    from projections.verify import Report, check_chain
+
+    report = Report()
+    check_chain(app, views, chain, report)
+    if not report.ok:
+        shown = "\n  ".join(str(finding) for finding in report.findings[:10])
+        raise RebuildError(
+            "the hash chain shows the log was altered after it was written; rebuilding it "
+            f"would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`. To "
+            "take the log as it is now as the new baseline, pass --accept-current-log."
+        )

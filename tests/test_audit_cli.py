@@ -251,3 +251,31 @@ def test_verify_reports_an_event_edited_into_a_shape_it_cannot_have(
     assert f"position {edited}: event was changed after it was recorded" in result.output
     assert f"position {edited}: event cannot be read" in result.output
     assert "verify: FAILED" in result.output
+
+
+def test_rebuilding_the_chain_will_not_erase_evidence_of_tampering(
+    config, services, directory, story
+):
+    entries = audit_json(config, "--person", str(directory.person_id))
+    edited = entries[1]["position"]
+    tamper(
+        config,
+        services,
+        "UPDATE {t} SET state=? WHERE rowid=?",
+        "UPDATE {t} SET state=%s WHERE notification_id=%s",
+        (read_state(config, edited).replace(b'"VC-A"', b'"VC-Z"'), edited),
+    )
+    refused = invoke(config, "projections", "rebuild", "chain")
+    assert refused.exit_code != 0
+    assert f"position {edited}: event was changed" in refused.output
+    assert "--accept-current-log" in refused.output
+    still = invoke(config, "verify")
+    assert still.exit_code == 1
+    assert f"position {edited}: event was changed after it was recorded" in still.output
+
+    accepted = invoke(config, "projections", "rebuild", "chain", "--accept-current-log")
+    assert accepted.exit_code == 0, accepted.output
+    chain_only = [
+        line for line in invoke(config, "verify").output.splitlines() if "[chain]" in line
+    ]
+    assert chain_only == []

@@ -62,8 +62,13 @@ def status(config: Config, fmt: str) -> None:
     type=click.FloatRange(min=1),
     help="Seconds to wait for an active runner to hand over.",
 )
+@click.option(
+    "--accept-current-log",
+    is_flag=True,
+    help="chain only: rebuild even though the log was altered (makes it the new baseline).",
+)
 @click.pass_obj
-def rebuild(config: Config, name: str, wait: float) -> None:
+def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) -> None:
     """Empty the NAME projection and replay the whole log into it.
 
     The API keeps serving; an active runner stands by during the rebuild and
@@ -85,7 +90,14 @@ def rebuild(config: Config, name: str, wait: float) -> None:
             def advance(position: int, head: int) -> None:
                 progress.update(task, completed=position, total=max(head, position))
 
-            position = rebuild_projection(app, config, name, progress=advance, wait_seconds=wait)
+            position = rebuild_projection(
+                app,
+                config,
+                name,
+                progress=advance,
+                wait_seconds=wait,
+                accept_current_log=accept_current_log,
+            )
             progress.update(task, completed=position, total=position)
     except RebuildError as error:
         raise click.ClickException(str(error)) from None
