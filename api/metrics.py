@@ -37,7 +37,7 @@ class Metrics:
             "Events in the log not yet processed by a projection",
             ["projection"],
             registry=self.registry,
-            multiprocess_mode="mostrecent",  # one projections process writes it
+            multiprocess_mode="livemostrecent",  # one projections process writes it
         )
 
     def render(self) -> bytes:

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,31 +29,40 @@ def free_port() -> int:
 def running_server(
     database_url: str, *args: str, env: dict[str, str] | None = None
 ) -> Iterator[str]:
+    with running_server_process(database_url, *args, env=env) as (base, _process):
+        yield base
+
+
+@contextmanager
+def running_server_process(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     environment = {**os.environ, "OPS_DATABASE_URL": database_url, **(env or {})}
-    process = subprocess.Popen(
-        [pm_ops(), "serve", "--port", str(port), *args],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        process.stderr.read().decode() if process.stderr else ""
-                    ) from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
+    # The server's log goes to a file: an unread pipe would fill and stall the server.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [pm_ops(), "serve", "--port", str(port), *args],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(log.read().decode(errors="replace")) from None
+                    time.sleep(0.1)
+            yield base, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -42,3 +42,46 @@ def test_metrics_add_up_every_worker_and_show_projection_lag(config, directory):
     assert sum(float(line.rsplit(" ", 1)[1]) for line in served) == 6
     assert {line.split('"')[1] for line in lags} >= {"state", "audit"}
     assert all(line.endswith(" 0.0") for line in lags), lags
+
+
+def projections_child(server_pid: int) -> int | None:
+    import subprocess
+
+    found = subprocess.run(
+        ["pgrep", "-P", str(server_pid), "-f", "projections run"], capture_output=True, text=True
+    ).stdout.split()
+    return int(found[0]) if found else None
+
+
+def test_a_projections_process_that_dies_is_restarted(config, directory):
+    import os
+    import signal
+
+    from tests.server import running_server_process
+
+    with running_server_process(config.database_url, "--workers", "1") as (base, server):
+        deadline = time.monotonic() + 20
+        while (first := projections_child(server.pid)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        body = json.dumps(add_member_body(directory.person_id, directory.community_id)).encode()
+        request = urllib.request.Request(
+            base + ADD, body, directory.headers(str(uuid.uuid4())), method="POST"
+        )
+        assert urllib.request.urlopen(request, timeout=10).status == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            second = projections_child(server.pid)
+            lags = [
+                line
+                for line in get(base + "/metrics").splitlines()
+                if line.startswith('pm_ops_projection_lag{projection="state"}')
+            ]
+            if second not in (None, first) and lags == [
+                'pm_ops_projection_lag{projection="state"} 0.0'
+            ]:
+                break
+            time.sleep(0.5)
+        assert second not in (None, first)
+        assert lags == ['pm_ops_projection_lag{projection="state"} 0.0']

@@ -1,12 +1,17 @@
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from typing import Any
 
 import click
 
 from api.config import Config
+
+log = logging.getLogger("pm_ops.serve")
 
 
 def register(cli: click.Group) -> None:
@@ -89,26 +94,70 @@ def serve(
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    _forget_metrics_of(worker.pid)
 
 
 def _start_projections(config: Config) -> Any:
-    """Run the projections beside the API; returns a function that stops them.
+    """Run the projections beside the API; returns a function that stops them."""
+    return ProjectionsProcess(config).start().stop
 
-    They run as a child `pm-ops projections run` process rather than as threads in
-    the gunicorn master, which forks its workers: forking a process that has threads
-    and open pools copies their locks mid-flight. The child holds each projection's
-    lock, so a separate `pm-ops projections run` elsewhere simply stands by."""
-    env = {**os.environ, "OPS_DATABASE_URL": config.database_url}
-    child = subprocess.Popen([sys.executable, "-m", "api.cli", "projections", "run"], env=env)
 
-    def stop() -> None:
-        child.terminate()
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+class ProjectionsProcess:
+    """`pm-ops projections run` as a child of serve, restarted if it dies.
 
-    return stop
+    A child process rather than threads in the gunicorn master, which forks its
+    workers: forking a process that has threads and open pools copies their locks
+    mid-flight. The child holds each projection's lock, so a separate
+    `pm-ops projections run` elsewhere simply stands by (and takes over while this
+    one is being restarted)."""
+
+    def __init__(self, config: Config) -> None:
+        self._argv = [sys.executable, "-m", "api.cli", "projections", "run"]
+        self._env = {**os.environ, "OPS_DATABASE_URL": config.database_url}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(
+            target=self._supervise, name="pm-ops-projections", daemon=True
+        )
+
+    def start(self) -> "ProjectionsProcess":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._thread.join(timeout=20)
+
+    def _supervise(self) -> None:
+        delay = 1.0
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                self._process = process = subprocess.Popen(self._argv, env=self._env)
+            code = process.wait()
+            _forget_metrics_of(process.pid)  # its lag is no longer current
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.warning("projections process exited (code %s); restarting in %.0f s", code, delay)
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _forget_metrics_of(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
