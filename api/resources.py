@@ -70,19 +70,20 @@ class OperationResource:
             body = self._gate.admit(req, token, self._op)
             key = idempotency_key(req)
             attributes, body_workflow = parsing.parse_body(body, self._op)
+            # A call without a key is recorded under a generated one (SPEC §2), which its
+            # events carry too, so an audit entry always leads to its delivery record.
+            key_value = key.value if key else generated_key()
             context = CallContext(
                 token.id,
                 token.name,
                 token.actor,
                 rid,
-                idempotency_key=key.value if key else None,
+                idempotency_key=key_value,
                 workflow=workflow_header(req) or body_workflow,
                 source_address=req.remote_addr,
                 key_header=key.header if key else None,
             )
-            command = self._command(
-                attributes, context, key.value if key else generated_key(), body
-            )
+            command = self._command(attributes, context, key_value, body)
         except Problem as problem:
             if problem.status != 429:
                 self._committer.submit(
