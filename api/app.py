@@ -63,7 +63,8 @@ def render_http_error(
     default_detail = {
         404: "There is nothing at this URL. The operations are POST /api/v1/ops/people/communities/add "
         "and POST /api/v1/ops/people/code.",
-        405: f"{req.method} is not allowed here; the operations take POST.",
+        405: f"{req.method} is not allowed on {req.path}. The two operations take POST; "
+        "/healthz, /readyz, /openapi.json and /metrics take GET.",
     }.get(status, phrase)
     problem = Problem(
         status,

@@ -10,7 +10,7 @@ from functools import lru_cache
 import falcon
 
 from aggregates import Token
-from api.parsing import Operation
+from api.parsing import Operation, has_control
 from api.rate_limit import RateLimiter
 from commands.application import OpsApplication
 from commands.documents import Problem
@@ -109,7 +109,10 @@ def read_body(req: falcon.Request) -> bytes:
     )
     if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
         raise too_large
-    body = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    # Without Content-Length (chunked), bounded_stream reads nothing; the server's own
+    # stream decodes the chunks and stops at their end.
+    stream = req.bounded_stream if req.content_length is not None else req.stream
+    body = stream.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         raise too_large
     return body
@@ -149,16 +152,25 @@ def idempotency_key(req: falcon.Request) -> IdempotencyKey | None:
 
 
 def workflow_header(req: falcon.Request) -> str | None:
-    value = (req.get_header("X-Ops-Workflow") or "").strip()
-    if len(value) > MAX_WORKFLOW_LENGTH:
+    value = _utf8(req.get_header("X-Ops-Workflow") or "").strip()
+    if len(value) > MAX_WORKFLOW_LENGTH or has_control(value):
         raise Problem(
             422,
             "invalid_field",
             "Invalid workflow",
-            f"X-Ops-Workflow must be at most {MAX_WORKFLOW_LENGTH} characters.",
+            f"X-Ops-Workflow must be at most {MAX_WORKFLOW_LENGTH} characters, without "
+            "control characters.",
             header="X-Ops-Workflow",
         )
     return value or None
+
+
+def _utf8(header: str) -> str:
+    """WSGI hands headers over as latin-1; clients send workflow names as UTF-8."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def fingerprint(operation: Operation, body: bytes) -> str:

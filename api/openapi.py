@@ -24,13 +24,15 @@ ERRORS = {
 }
 
 
-def _header(name: str, description: str, required: bool = False) -> dict[str, Any]:
+def _header(
+    name: str, description: str, required: bool = False, max_length: int = 255
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "header",
         "required": required,
         "description": description,
-        "schema": {"type": "string", "maxLength": 255},
+        "schema": {"type": "string", "maxLength": max_length},
     }
 
 
@@ -44,6 +46,7 @@ PARAMETERS = [
     _header(
         "X-Ops-Workflow",
         "The originating workflow, recorded in the audit trail (at most 200 characters).",
+        max_length=200,
     ),
     _header(
         "X-CIO-Signature",
@@ -118,6 +121,7 @@ def _operation(
         }
     responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     return {
         "post": {
             "summary": summary,

@@ -42,7 +42,8 @@ def attr(name: str) -> str:
 
 # --- malformed JSON --------------------------------------------------------
 
-_BARE_VALUE = r'"{field}"\s*:\s*(?P<value>[^\s,}}\]"\[{{][^,}}\]\n]*)'
+# A Liquid value rendered raw: one unquoted token (an email, a word), not a whole line.
+_BARE_VALUE = r'"{field}"\s*:\s*(?P<value>[^\s,}}\]"\[{{]+)'
 _EMPTY_VALUE = r'"{field}"\s*:\s*(?=[,}}\]]|$)'
 _JSON_LITERAL = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null")
 
@@ -129,7 +130,7 @@ def parse_body(raw: bytes, operation: Operation) -> tuple[dict[str, Any], str | 
             422,
             "wrong_type",
             "Wrong type",
-            f'data.type must be "{operation.resource_type}" for this URL, not {orjson.dumps(found_type).decode()}.',
+            f'data.type must be "{operation.resource_type}" for this URL, not {_shown(found_type)}.',
             pointer="/data/type",
         )
     attributes = data.get("attributes")
@@ -151,12 +152,31 @@ def _workflow(meta: Any) -> str | None:
     workflow = meta.get("workflow") if isinstance(meta, dict) else None
     if workflow is None:
         return None
-    if not isinstance(workflow, str) or len(workflow) > MAX_WORKFLOW_LENGTH:
+    if (
+        not isinstance(workflow, str)
+        or len(workflow) > MAX_WORKFLOW_LENGTH
+        or has_control(workflow)
+    ):
         raise invalid(
-            f"meta.workflow must be text of at most {MAX_WORKFLOW_LENGTH} characters.",
+            f"meta.workflow must be text of at most {MAX_WORKFLOW_LENGTH} characters, "
+            "without control characters.",
             "/meta/workflow",
         )
-    return workflow or None
+    return workflow.strip() or None
+
+
+def _shown(value: Any) -> str:
+    """A value quoted back in a detail: short, and never a problem to encode."""
+    if isinstance(value, str):
+        text = orjson.dumps(value[:40] + ("…" if len(value) > 40 else "")).decode()
+        return text
+    return {
+        dict: "an object",
+        list: "a list",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "that")
 
 
 def person_ref(attributes: dict[str, Any]) -> tuple[int | None, str | None]:
@@ -207,6 +227,8 @@ def community_id(attributes: dict[str, Any]) -> int:
 
 def positive_int(value: Any, name: str, lead: str) -> int:
     pointer = attr(name)
+    if isinstance(value, float) and value.is_integer() and abs(value) > MAX_ID:
+        raise invalid(f"{lead} no larger than {MAX_ID}.", pointer)  # orjson reads these as floats
     if isinstance(value, bool) or not isinstance(value, int):
         kind = {bool: "true/false", float: "a decimal number", type(None): "null"}.get(
             type(value), "that"
@@ -226,7 +248,7 @@ def email(value: Any) -> str:
     trimmed = value.strip()
     if not trimmed:
         raise invalid("email is empty: the Liquid variable probably rendered nothing.", pointer)
-    if "@" not in trimmed or len(trimmed) > MAX_EMAIL_LENGTH or _has_control(trimmed):
+    if "@" not in trimmed or len(trimmed) > MAX_EMAIL_LENGTH or has_control(trimmed):
         raise invalid('email must be an email address, like "jane@example.com".', pointer)
     return trimmed
 
@@ -244,6 +266,12 @@ def signup_code(attributes: dict[str, Any]) -> str | None:
         return None
     if not isinstance(code, str):
         raise invalid('code must be text (like "VC-Partners") or null to clear it.', pointer)
+    if code.strip().lower() in ("null", "none", "nil"):
+        raise invalid(
+            f'code is the text "{code.strip()}". To clear the code send null without quotes: '
+            '"code": null.',
+            pointer,
+        )
     if not code.strip():
         raise invalid(
             "code is empty. An empty code never clears anything (a Liquid variable may have "
@@ -252,7 +280,7 @@ def signup_code(attributes: dict[str, Any]) -> str | None:
         )
     if code != code.strip():
         raise invalid("code has leading or trailing spaces; send it without them.", pointer)
-    if _has_control(code):
+    if has_control(code):
         raise invalid("code contains control characters (such as a line break or tab).", pointer)
     if len(code) > MAX_CODE_LENGTH:
         raise invalid(
@@ -261,5 +289,5 @@ def signup_code(attributes: dict[str, Any]) -> str | None:
     return code
 
 
-def _has_control(text: str) -> bool:
+def has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in text)
