@@ -112,3 +112,29 @@ def test_a_chunked_body_is_read_by_the_real_server(config, directory):
         assert response.status == 413
         response.read()
         connection.close()
+
+
+def test_directory_and_token_text_with_control_characters_is_refused(tmp_path):
+    import os
+    import subprocess
+
+    from tests.server import pm_ops
+
+    env = {**os.environ, "OPS_DATABASE_URL": f"sqlite:///{tmp_path}/ops.db"}
+    communities = tmp_path / "communities.csv"
+    communities.write_text("id,name\n5,Fine\n6,bad\x00name\n")
+    imported = subprocess.run(
+        [pm_ops(), "directory", "import", "--communities", str(communities)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode != 0
+    assert "line 3: name contains control characters" in imported.stderr
+    issued = subprocess.run(
+        [pm_ops(), "tokens", "issue", "--name", "a\x01b", "--actor", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert issued.returncode != 0 and "control characters" in issued.stderr

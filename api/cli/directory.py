@@ -7,6 +7,7 @@ import click
 from rich.progress import Progress
 
 from api.config import Config
+from api.parsing import has_control
 from api.services import open_application
 from commands.application import CommunityRow, PersonRow
 
@@ -89,7 +90,12 @@ def read_people(path: Path, problems: list[str] | None = None) -> Iterator[Perso
             error = f"id {values['id']!r} is not a positive whole number"
         elif person_id in seen:
             error = f"id {person_id} appears more than once"
-        elif "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
+        elif (
+            "@" not in email
+            or len(email) > 254
+            or any(c.isspace() for c in email)
+            or has_control(email)
+        ):
             error = f"email {values['email']!r} is not an email address"
         if error:
             _problem(problems, line, error)
@@ -111,6 +117,8 @@ def read_communities(path: Path, problems: list[str] | None = None) -> Iterator[
             error = f"id {community_id} appears more than once"
         elif not name or len(name) > 200:
             error = "name is empty" if not name else "name is longer than 200 characters"
+        elif has_control(name):
+            error = "name contains control characters"
         if error:
             _problem(problems, line, error)
             continue

@@ -4,6 +4,7 @@ from rich.table import Table
 
 from aggregates.token import SCOPES
 from api.config import Config
+from api.parsing import has_control
 from api.services import open_application
 
 
@@ -50,6 +51,10 @@ def issue(
     for value, hint in ((name, "--name"), (actor, "--actor")):
         if not value:
             raise click.BadParameter("must not be empty", param_hint=hint)
+        if has_control(value) or len(value) > 200:
+            raise click.BadParameter(
+                "must be at most 200 characters, without control characters", param_hint=hint
+            )
 
     for cidr in cidrs:
         try:
