@@ -7,7 +7,7 @@ import falcon
 import orjson
 from eventsourcing.persistence import PersistenceError
 
-from api.gate import Gate
+from api.gate import Gate, client_address
 from api.openapi import openapi_document
 from api.resources import (
     JSONAPI,
@@ -27,13 +27,15 @@ log = logging.getLogger("pm_ops.api")
 
 
 class RequestContext:
-    """Stamps a request id and counts every response by route and status."""
+    """Stamps a request id and the caller's address; counts every response by route and status."""
 
     def __init__(self, services: Services) -> None:
         self._metrics = services.metrics
+        self._trusted_proxies = services.config.trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = request_id(req)
+        req.context.client_address = client_address(req, self._trusted_proxies)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

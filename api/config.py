@@ -1,5 +1,6 @@
 """Configuration from the environment (SPEC §5); CLI flags override."""
 
+import ipaddress
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ class Config:
     slack_channel: str = "#ops-webhooks"
     slack_api_url: str | None = None
     rate_limit_per_minute: int = 600
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Config":
@@ -35,6 +37,7 @@ class Config:
             slack_channel=env.get("OPS_SLACK_CHANNEL") or "#ops-webhooks",
             slack_api_url=env.get("SLACK_API_URL") or None,
             rate_limit_per_minute=rate,
+            trusted_proxies=_networks(env.get("OPS_TRUSTED_PROXIES") or ""),
         )
 
     def with_database(self, url: str | None) -> "Config":
@@ -95,3 +98,15 @@ class Config:
             "OPS_DATABASE_URL must start with sqlite:/// or postgresql:// "
             "(for example sqlite:///var/ops.db)"
         )
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"OPS_TRUSTED_PROXIES: {network!r} is not a network like 10.0.0.0/8"
+            ) from None
+    return networks

@@ -70,7 +70,9 @@ class Gate:
 
     def admit(self, req: falcon.Request, token: Token, operation: Operation) -> bytes:
         """Checks in order: source allow-list, rate limit, scope, size, signature, media type."""
-        if token.allow_cidrs and not _address_allowed(req.remote_addr, tuple(token.allow_cidrs)):
+        if token.allow_cidrs and not address_in(
+            req.context.client_address, tuple(token.allow_cidrs)
+        ):
             raise blocked(
                 "This request came from an address this token is not allowed to be used from. "
                 "Tell engineering."
@@ -200,7 +202,21 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def _address_allowed(address: str | None, cidrs: tuple[str, ...]) -> bool:
+def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> str | None:
+    """The caller's address. Behind a trusted proxy (a load balancer) it is the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy; a header from
+    anyone else is ignored, so a client cannot choose the address it is judged by."""
+    peer = req.remote_addr
+    if not trusted_proxies or not address_in(peer, trusted_proxies):
+        return peer
+    forwarded = [a.strip() for a in (req.get_header("X-Forwarded-For") or "").split(",")]
+    for address in reversed([a for a in forwarded if a]):
+        if not address_in(address, trusted_proxies):
+            return address
+    return peer
+
+
+def address_in(address: str | None, cidrs: tuple[str, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:

@@ -64,7 +64,7 @@ class OperationResource:
         rid = req.context.request_id
         token = self._gate.authenticate(req)
         context = CallContext(
-            token.id, token.name, token.actor, rid, source_address=req.remote_addr
+            token.id, token.name, token.actor, rid, source_address=req.context.client_address
         )
         try:
             body = self._gate.admit(req, token, self._op)
@@ -80,7 +80,7 @@ class OperationResource:
                 rid,
                 idempotency_key=key_value,
                 workflow=workflow_header(req) or body_workflow,
-                source_address=req.remote_addr,
+                source_address=req.context.client_address,
                 key_header=key.header if key else None,
             )
             command = self._command(attributes, context, key_value, body)
