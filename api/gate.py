@@ -121,14 +121,17 @@ def read_body(req: falcon.Request) -> bytes:
 
 
 def check_media_type(req: falcon.Request) -> None:
-    media = (req.content_type or "").split(";")[0].strip().lower()
-    if media not in MEDIA_TYPES:
+    media, *parameters = (req.content_type or "").lower().split(";")
+    charsets = [
+        p.split("=", 1)[1].strip(' "') for p in parameters if p.strip().startswith("charset=")
+    ]
+    if media.strip() not in MEDIA_TYPES or any(c not in ("utf-8", "utf8") for c in charsets):
         shown = f'"{req.content_type}"' if req.content_type else "missing"
         raise Problem(
             415,
             "unsupported_media_type",
             "Unsupported media type",
-            f"Content-Type is {shown}; it must be application/json.",
+            f"Content-Type is {shown}; it must be application/json (JSON is UTF-8).",
             header="Content-Type",
         )
 

@@ -105,7 +105,7 @@ def _position(text: str, pos: int) -> tuple[int, int]:
 def parse_body(raw: bytes, operation: Operation) -> tuple[dict[str, Any], str | None]:
     """Validated attributes and the body's meta.workflow (if any)."""
     try:
-        document = orjson.loads(raw)
+        document = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))  # RFC 8259 lets a BOM be ignored
     except orjson.JSONDecodeError as error:
         raise malformed(raw, error) from None
     if not isinstance(document, dict):

@@ -138,3 +138,13 @@ def test_directory_and_token_text_with_control_characters_is_refused(tmp_path):
         text=True,
     )
     assert issued.returncode != 0 and "control characters" in issued.stderr
+
+
+def test_a_byte_order_mark_is_ignored_and_a_non_utf8_charset_refused(client, directory):
+    body = b"\xef\xbb\xbf" + orjson.dumps(set_code_body(directory.person_id, code="BOM"))
+    assert client.simulate_post(CODE, body=body, headers=directory.headers()).status_code == 200
+    latin = directory.headers(**{"Content-Type": "application/json; charset=latin-1"})
+    err = error(client.simulate_post(CODE, body=body, headers=latin), 415, "unsupported_media_type")
+    assert "UTF-8" in err["detail"]
+    utf8 = directory.headers(**{"Content-Type": 'application/json; charset="UTF-8"'})
+    assert client.simulate_post(CODE, body=body, headers=utf8).status_code == 200
