@@ -10,14 +10,13 @@ from functools import lru_cache
 import falcon
 
 from aggregates import Token
-from api.parsing import Operation, has_control
+from api.parsing import MAX_WORKFLOW_LENGTH, Operation, has_control
 from api.rate_limit import RateLimiter
 from commands.application import OpsApplication
 from commands.documents import Problem
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_LENGTH = 255
-MAX_WORKFLOW_LENGTH = 200
 KEY_HEADERS = ("X-CIO-Idempotency-Key", "Idempotency-Key", "X-CIO-Delivery-Id")
 MEDIA_TYPES = ("application/json", "application/vnd.api+json")
 SCOPE_WORDS = {"community:add": "add people to communities", "code:set": "set signup codes"}

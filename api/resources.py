@@ -2,8 +2,9 @@
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import falcon
 import orjson
@@ -25,6 +26,7 @@ from commands.messages import (
     SetSignupCode,
 )
 
+T = TypeVar("T")
 JSONAPI = "application/vnd.api+json"
 
 ADD_MEMBER_OP = Operation(
@@ -61,10 +63,19 @@ class OperationResource:
         self._metrics = metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rid = req.context.request_id
         token = self._gate.authenticate(req)
+        # Until the checks below pass, the context names whatever valid key and workflow the
+        # headers carry, so a rejection still shows which workflow misbehaves.
+        key = _unless_invalid(idempotency_key, req)
         context = CallContext(
-            token.id, token.name, token.actor, rid, source_address=req.context.client_address
+            token.id,
+            token.name,
+            token.actor,
+            req.context.request_id,
+            idempotency_key=key.value if key else None,
+            workflow=_unless_invalid(workflow_header, req),
+            source_address=req.context.client_address,
+            key_header=key.header if key else None,
         )
         try:
             body = self._gate.admit(req, token, self._op)
@@ -73,26 +84,17 @@ class OperationResource:
             # A call without a key is recorded under a generated one (SPEC §2), which its
             # events carry too, so an audit entry always leads to its delivery record.
             key_value = key.value if key else generated_key()
-            context = CallContext(
-                token.id,
-                token.name,
-                token.actor,
-                rid,
+            context = replace(
+                context,
                 idempotency_key=key_value,
                 workflow=workflow_header(req) or body_workflow,
-                source_address=req.context.client_address,
-                key_header=key.header if key else None,
             )
             command = self._command(attributes, context, key_value, body)
         except Problem as problem:
             if problem.status != 429:
                 self._committer.submit(
                     RecordRejection(
-                        _with_headers(context, req),
-                        self._op.name,
-                        problem.status,
-                        problem.code,
-                        problem.detail,
+                        context, self._op.name, problem.status, problem.code, problem.detail
                     )
                 )
             raise
@@ -116,23 +118,11 @@ class OperationResource:
         return SetSignupCode(context, key, print_, person, parsing.signup_code(attributes))
 
 
-def _with_headers(context: CallContext, req: falcon.Request) -> CallContext:
-    """A rejection refused before the body was parsed still names the key and the
-    workflow its headers carry (when valid), so the feed shows which workflow misbehaves."""
+def _unless_invalid(read: Callable[[falcon.Request], T], req: falcon.Request) -> T | None:
     try:
-        key = idempotency_key(req)
+        return read(req)
     except Problem:
-        key = None
-    try:
-        workflow = workflow_header(req)
-    except Problem:
-        workflow = None
-    return replace(
-        context,
-        idempotency_key=context.idempotency_key or (key.value if key else None),
-        key_header=context.key_header or (key.header if key else None),
-        workflow=context.workflow or workflow,
-    )
+        return None
 
 
 class HealthResource:

@@ -39,8 +39,5 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
         rate_limiter.create_table()
     metrics = Metrics()
 
-    def on_commit(size: int, _seconds: float) -> None:
-        metrics.batch_size.observe(size)
-
-    committer = GroupCommitter(app, HANDLERS, prefetchers(), on_commit=on_commit)
+    committer = GroupCommitter(app, HANDLERS, prefetchers(), on_commit=metrics.batch_size.observe)
     return Services(config, app, committer, rate_limiter, metrics)

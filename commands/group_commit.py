@@ -59,7 +59,7 @@ class GroupCommitter:
         *,
         max_batch: int = 200,
         attempts: int = 5,
-        on_commit: Callable[[int, float], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,  # told each batch size
     ) -> None:
         self._app = app
         self._handlers = handlers
@@ -148,7 +148,6 @@ class GroupCommitter:
                 bad.settle(error=error)
                 rest = [t for t in batch if t is not bad]
                 return self._commit(rest, seeded=False) if rest else None
-            started = time.perf_counter()
             try:
                 self._app.save(*uow.aggregates())
             except IntegrityError:
@@ -159,7 +158,7 @@ class GroupCommitter:
                 return self._fail(batch, error)
             self._remember_versions(uow.aggregates())
             if self._on_commit:
-                self._on_commit(len(batch), time.perf_counter() - started)
+                self._on_commit(len(batch))
             for ticket, outcome in zip(batch, outcomes, strict=True):
                 ticket.settle(outcome)
             return None
