@@ -7,6 +7,7 @@ import falcon
 import orjson
 from eventsourcing.persistence import PersistenceError
 
+from api.bootstrap import Services
 from api.gate import Gate, client_address
 from api.openapi import openapi_document
 from api.resources import (
@@ -19,7 +20,6 @@ from api.resources import (
     ReadyResource,
     request_id,
 )
-from api.services import Services
 from commands.documents import Problem
 from commands.group_commit import Unavailable
 

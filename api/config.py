@@ -3,14 +3,10 @@
 import ipaddress
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
-DEFAULT_DATABASE_URL = "sqlite:///var/ops.db"
+from commands.store import DEFAULT_DATABASE_URL, ConfigError, Store
 
-
-class ConfigError(Exception):
-    pass
+__all__ = ["Config", "ConfigError", "Store"]
 
 
 @dataclass(frozen=True)
@@ -44,60 +40,23 @@ class Config:
         return replace(self, database_url=url) if url else self
 
     @property
-    def schema(self) -> str | None:
-        """PostgreSQL schema from ?schema=NAME (default public); None on SQLite."""
-        if not self.is_postgres:
-            return None
-        return parse_qs(urlsplit(self.database_url).query).get("schema", ["public"])[0]
+    def store(self) -> Store:
+        return Store(self.database_url)
 
-    def table(self, name: str) -> str:
-        """A table name qualified for this store, for our own SQL beside the log."""
-        return f'"{self.schema}".{name}' if self.schema else name
-
+    # The store's own questions, asked of the config for brevity.
     @property
     def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))
+        return self.store.is_postgres
+
+    @property
+    def schema(self) -> str | None:
+        return self.store.schema
+
+    def table(self, name: str) -> str:
+        return self.store.table(name)
 
     def eventsourcing_env(self) -> dict[str, str]:
-        """Translate OPS_DATABASE_URL into the eventsourcing library's settings."""
-        url = self.database_url
-        if url.startswith("sqlite:///"):
-            path = url.removeprefix("sqlite:///")
-            if path != ":memory:" and "mode=memory" not in path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": path,
-                "SQLITE_LOCK_TIMEOUT": "10",
-            }
-        if self.is_postgres:
-            parts = urlsplit(url)
-            dbname = parts.path.lstrip("/")
-            if not dbname or not parts.hostname:
-                raise ConfigError(
-                    "OPS_DATABASE_URL must name a host and a database: "
-                    "postgresql://user:pass@host:port/db"
-                )
-            return {
-                "PERSISTENCE_MODULE": "eventsourcing.postgres",
-                "POSTGRES_DBNAME": unquote(dbname),
-                "POSTGRES_HOST": parts.hostname,
-                "POSTGRES_PORT": str(parts.port or 5432),
-                "POSTGRES_USER": unquote(parts.username or "postgres"),
-                "POSTGRES_PASSWORD": unquote(parts.password or ""),
-                "POSTGRES_SCHEMA": self.schema or "public",
-                "POSTGRES_POOL_SIZE": "4",
-                "POSTGRES_MAX_OVERFLOW": "24",  # request threads + committer + rate-limit thread
-                # The recorder retries a failed connection 10 times: keep each try short so an
-                # unreachable store answers 503 in seconds, not the better part of a minute.
-                "POSTGRES_CONNECT_TIMEOUT": "1",
-                "POSTGRES_LOCK_TIMEOUT": "10",
-                "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
-            }
-        raise ConfigError(
-            "OPS_DATABASE_URL must start with sqlite:/// or postgresql:// "
-            "(for example sqlite:///var/ops.db)"
-        )
+        return self.store.eventsourcing_env()
 
 
 def _networks(text: str) -> tuple[str, ...]:

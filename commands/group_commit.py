@@ -68,7 +68,7 @@ class GroupCommitter:
         self._saved_versions: dict[UUID, int] = {}
         self._max_batch = max_batch
         self._attempts = attempts
-        self._on_commit = on_commit
+        self.on_commit = on_commit
         self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -157,8 +157,8 @@ class GroupCommitter:
             except PersistenceError as error:
                 return self._fail(batch, error)
             self._remember_versions(uow.aggregates())
-            if self._on_commit:
-                self._on_commit(len(batch))
+            if self.on_commit:
+                self.on_commit(len(batch))
             for ticket, outcome in zip(batch, outcomes, strict=True):
                 ticket.settle(outcome)
             return None

@@ -62,7 +62,7 @@ def start_projections(
 ) -> RunningProjections:
     """Start one runner thread per projection (each active only while it holds
     that projection's lock); returns a handle whose stop() ends them."""
-    from api.services import open_application
+    from api.bootstrap import open_application
 
     app = open_application(config)
     views = open_views(app, config)

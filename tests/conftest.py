@@ -13,8 +13,8 @@ import pytest
 from falcon import testing
 
 from api.app import create_app
+from api.bootstrap import Services, build_services
 from api.config import Config
-from api.services import Services, build_services
 from commands.application import CommunityRow, PersonRow
 
 POSTGRES_URL = os.environ.get("OPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -17,8 +17,8 @@ import pytest
 from falcon import testing
 
 from api.app import create_app
+from api.bootstrap import Services, build_services
 from api.config import Config
-from api.services import Services, build_services
 from commands.application import CommunityRow, PersonRow
 from tests.conftest import Directory, add_member_body, new_id, set_code_body
 

@@ -7,8 +7,8 @@ import pytest
 from falcon import testing
 
 from api.app import create_app
+from api.bootstrap import build_services
 from api.config import Config, ConfigError
-from api.services import build_services
 from tests.conftest import set_code_body
 
 CODE = "/api/v1/ops/people/code"

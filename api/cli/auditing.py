@@ -11,8 +11,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from api.bootstrap import open_application
 from api.config import Config
-from api.services import open_application
 
 
 def register(cli: click.Group) -> None:

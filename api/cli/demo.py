@@ -2,8 +2,8 @@ import shlex
 
 import click
 
+from api.bootstrap import open_application
 from api.config import Config
-from api.services import open_application
 from commands.application import CommunityRow, PersonRow, TokenError
 
 DEMO_PEOPLE = [

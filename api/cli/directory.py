@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
+from api.bootstrap import open_application
 from api.config import Config
 from api.parsing import has_control
-from api.services import open_application
 from commands.application import CommunityRow, PersonRow
 
 MAX_REPORTED = 20

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from api.bootstrap import open_application
 from api.config import Config
-from api.services import open_application
 
 
 def register(cli: click.Group) -> None:

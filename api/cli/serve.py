@@ -51,7 +51,7 @@ def serve(
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pm-ops-metrics-"))
     from gunicorn.app.base import BaseApplication
 
-    from api.services import build_services
+    from api.bootstrap import build_services
 
     # Create the tables once, before any worker exists: concurrent CREATEs race.
     build_services(config).close()

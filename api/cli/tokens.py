@@ -3,9 +3,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aggregates.token import SCOPES
+from api.bootstrap import open_application
 from api.config import Config
 from api.parsing import has_control
-from api.services import open_application
 
 
 def register(cli: click.Group) -> None:
