@@ -2,9 +2,10 @@
 
 from aggregates.community import Community
 from aggregates.delivery import Delivery, RejectedCall
-from aggregates.email_index import EmailIndex, normalise_email
+from aggregates.email_index import EmailIndex
 from aggregates.person import Person
 from aggregates.token import Token
+from aggregates.values import normalise_email
 
 __all__ = [
     "Community",

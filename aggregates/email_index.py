@@ -4,11 +4,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from aggregates.ids import derived_id
-
-
-def normalise_email(email: str) -> str:
-    """Emails are matched trimmed and case-insensitively (as Customer.io does)."""
-    return email.strip().lower()
+from aggregates.values import normalise_email
 
 
 class EmailIndex(Aggregate):

@@ -7,8 +7,6 @@ from eventsourcing.domain import Aggregate, event
 
 from aggregates.ids import derived_id
 
-SCOPES = ("community:add", "code:set")
-
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -8,11 +8,10 @@ import orjson
 from eventsourcing.persistence import PersistenceError
 
 from api.bootstrap import Services
-from api.gate import Gate, client_address
+from api.gate import Gate, Refused, client_address
 from api.openapi import openapi_document
 from api.resources import (
     JSONAPI,
-    OPERATIONS,
     HealthResource,
     MetricsResource,
     OpenApiResource,
@@ -21,7 +20,9 @@ from api.resources import (
     request_id,
 )
 from commands.documents import Problem
-from commands.group_commit import Unavailable
+from commands.group_commit import GroupCommitter, Unavailable
+from commands.messages import RecordRejection
+from commands.operations import OPERATIONS
 
 log = logging.getLogger("pm_ops.api")
 
@@ -57,15 +58,34 @@ def render_problem(
         resp.set_header(name, value)
 
 
+def refusal_renderer(committer: GroupCommitter) -> Any:
+    """Render a refusal; one made after authentication (but 429) is also recorded as a
+    RejectedCall, so the feed shows a misbehaving workflow (SPEC §2)."""
+
+    def render_refusal(
+        req: falcon.Request, resp: falcon.Response, refused: Refused, params: Any
+    ) -> None:
+        problem = refused.problem
+        if refused.context is not None and problem.status != 429:
+            committer.submit(
+                RecordRejection(
+                    refused.context, refused.operation, problem.status, problem.code, problem.detail
+                )
+            )
+        render_problem(req, resp, problem, params)
+
+    return render_refusal
+
+
 def render_http_error(
     req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, _params: Any
 ) -> None:
     status = error.status_code
     phrase = str(error.title or status).removeprefix(f"{status} ")
+    operations = " and ".join(f"POST {op.path}" for op in OPERATIONS)
     default_detail = {
-        404: "There is nothing at this URL. The operations are POST /api/v1/ops/people/communities/add "
-        "and POST /api/v1/ops/people/code.",
-        405: f"{req.method} is not allowed on {req.path}. The two operations take POST; "
+        404: f"There is nothing at this URL. The operations are {operations}.",
+        405: f"{req.method} is not allowed on {req.path[:100]}. The operations take POST; "
         "/healthz, /readyz, /openapi.json and /metrics take GET.",
     }.get(status, phrase)
     problem = Problem(
@@ -117,7 +137,9 @@ def create_app(services: Services) -> falcon.App:
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.req_options.strip_url_path_trailing_slash = True  # a pasted URL may end in "/"
 
-    gate = Gate(services.app, services.rate_limiter, services.config.rate_limit_per_minute)
+    gate = Gate(
+        services.authenticator, services.rate_limiter, services.config.rate_limit_per_minute
+    )
     for operation in OPERATIONS:
         app.add_route(
             operation.path, OperationResource(operation, gate, services.committer, services.metrics)
@@ -133,4 +155,5 @@ def create_app(services: Services) -> falcon.App:
     app.add_error_handler(PersistenceError, render_unavailable)
     app.add_error_handler(Unavailable, render_unavailable)
     app.add_error_handler(Problem, render_problem)
+    app.add_error_handler(Refused, refusal_renderer(services.committer))
     return app

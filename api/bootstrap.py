@@ -10,6 +10,7 @@ from api.config import Config
 from api.metrics import Metrics
 from api.rate_limit import RateLimiter
 from commands.application import OpsApplication
+from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
 
@@ -20,6 +21,7 @@ class Services:
     app: OpsApplication
     committer: GroupCommitter
     rate_limiter: RateLimiter
+    authenticator: Authenticator
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -53,7 +55,7 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
         app.close()
         raise
     committer = GroupCommitter(app, HANDLERS, prefetchers())
-    return Services(config, app, committer, rate_limiter)
+    return Services(config, app, committer, rate_limiter, Authenticator(app))
 
 
 @contextmanager

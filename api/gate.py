@@ -1,40 +1,54 @@
-"""Everything a call must pass before it becomes a command: the token, its
-limits, the body size, source and signature checks, media type, idempotency key."""
+"""Admission: everything a call must pass before it becomes a command, as one step.
+
+`Gate.admit` returns one `Admission` (the token, who and why, the body and its
+fingerprint) or raises one `Refused`. Checks, in order: the bearer token (401),
+source allow-list (403), rate limit (429), scope (403), body size (413),
+Customer.io signature (403), media type (415), idempotency key and workflow
+headers (422). A refusal after authentication carries the call's context so it
+can be recorded (SPEC §2); a 401 carries none."""
 
 import hashlib
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import falcon
 
 from aggregates import Token
-from api.parsing import MAX_WORKFLOW_LENGTH, Operation, has_control
+from aggregates.values import MAX_LABEL_LENGTH, has_control
 from api.rate_limit import RateLimiter
-from commands.application import OpsApplication
+from commands.authentication import Authenticator
 from commands.documents import Problem
+from commands.handlers import generated_key
+from commands.messages import CallContext
+from commands.operations import Operation
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_LENGTH = 255
 KEY_HEADERS = ("X-CIO-Idempotency-Key", "Idempotency-Key", "X-CIO-Delivery-Id")
 MEDIA_TYPES = ("application/json", "application/vnd.api+json")
-SCOPE_WORDS = {"community:add": "add people to communities", "code:set": "set signup codes"}
 
 
-def unauthorized(detail: str) -> Problem:
-    return Problem(
-        401,
-        "token_invalid",
-        "Invalid token",
-        detail,
-        header="Authorization",
-        headers=(("WWW-Authenticate", 'Bearer realm="pm-ops"'),),
-    )
+@dataclass(frozen=True)
+class Admission:
+    token: Token
+    context: CallContext  # complete: a call without a key carries a generated one
+    body: bytes
+    fingerprint: str
 
 
-def blocked(detail: str, header: str | None = None) -> Problem:
-    return Problem(403, "blocked", "Request blocked", detail, header=header)
+class Refused(Exception):
+    """One refusal of a call to `operation`; `context` is set once the caller is known
+    (so the refusal can be recorded)."""
+
+    def __init__(
+        self, problem: Problem, operation: str, context: CallContext | None = None
+    ) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+        self.operation = operation
+        self.context = context
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,39 @@ class IdempotencyKey:
 
 class Gate:
     def __init__(
-        self, app: OpsApplication, rate_limiter: RateLimiter, default_rate_limit: int
+        self, authenticator: Authenticator, rate_limiter: RateLimiter, default_rate_limit: int
     ) -> None:
-        self._app = app
+        self._authenticator = authenticator
         self._rate_limiter = rate_limiter
         self._default_rate_limit = default_rate_limit
+
+    def admit(self, req: falcon.Request, operation: Operation) -> Admission:
+        try:
+            token = self.authenticate(req)
+        except Problem as problem:
+            raise Refused(problem, operation.name) from None
+        # Until every check passes, the context names whatever valid key and workflow the
+        # headers carry, so a refusal still shows which workflow misbehaves.
+        context = _context(req, token)
+        try:
+            self._check_caller(req, token, operation)
+            body = read_body(req)
+            if token.cio_signing_key:
+                check_signature(req, body, token.cio_signing_key)
+            check_media_type(req)
+            key = idempotency_key(req)
+            workflow = workflow_header(req)
+        except Problem as problem:
+            raise Refused(problem, operation.name, context) from None
+        # A call without a key is recorded under a generated one (SPEC §2), which its
+        # events carry too, so an audit entry always leads to its delivery record.
+        context = replace(
+            context,
+            idempotency_key=key.value if key else generated_key(),
+            key_header=key.header if key else None,
+            workflow=workflow,
+        )
+        return Admission(token, context, body, fingerprint(operation, body))
 
     def authenticate(self, req: falcon.Request) -> Token:
         header = req.get_header("Authorization")
@@ -60,15 +102,16 @@ class Gate:
         scheme, _, presented = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise unauthorized('The Authorization header must be "Bearer <token>".')
-        token = self._app.authenticate(presented.strip())
+        token = self._authenticator.authenticate(presented.strip())
         if token is None:
             raise unauthorized(
                 "The token is invalid, revoked or has been rotated. Tell engineering."
             )
         return token
 
-    def admit(self, req: falcon.Request, token: Token, operation: Operation) -> bytes:
-        """Checks in order: source allow-list, rate limit, scope, size, signature, media type."""
+    def _check_caller(self, req: falcon.Request, token: Token, operation: Operation) -> None:
+        """Source allow-list, then rate limit, then scope: a blocked source does not
+        use up the token's budget."""
         if token.allow_cidrs and not address_in(
             req.context.client_address, tuple(token.allow_cidrs)
         ):
@@ -90,15 +133,46 @@ class Gate:
                 403,
                 "forbidden",
                 "Not permitted",
-                f"This token may not {SCOPE_WORDS[operation.scope]} (it lacks the "
+                f"This token may not {operation.permission} (it lacks the "
                 f"{operation.scope} permission). Tell engineering.",
                 header="Authorization",
             )
-        body = read_body(req)
-        if token.cio_signing_key:
-            _check_signature(req, body, token.cio_signing_key)
-        check_media_type(req)
-        return body
+
+
+def _context(req: falcon.Request, token: Token) -> CallContext:
+    try:
+        key = idempotency_key(req)
+    except Problem:
+        key = None
+    try:
+        workflow = workflow_header(req)
+    except Problem:
+        workflow = None
+    return CallContext(
+        token.id,
+        token.name,
+        token.actor,
+        req.context.request_id,
+        idempotency_key=key.value if key else None,
+        workflow=workflow,
+        source_address=req.context.client_address,
+        key_header=key.header if key else None,
+    )
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "token_invalid",
+        "Invalid token",
+        detail,
+        header="Authorization",
+        headers=(("WWW-Authenticate", 'Bearer realm="pm-ops"'),),
+    )
+
+
+def blocked(detail: str, header: str | None = None) -> Problem:
+    return Problem(403, "blocked", "Request blocked", detail, header=header)
 
 
 def read_body(req: falcon.Request) -> bytes:
@@ -125,7 +199,7 @@ def check_media_type(req: falcon.Request) -> None:
         p.split("=", 1)[1].strip(' "') for p in parameters if p.strip().startswith("charset=")
     ]
     if media.strip() not in MEDIA_TYPES or any(c not in ("utf-8", "utf8") for c in charsets):
-        shown = f'"{req.content_type}"' if req.content_type else "missing"
+        shown = f'"{req.content_type[:100]}"' if req.content_type else "missing"
         raise Problem(
             415,
             "unsupported_media_type",
@@ -157,12 +231,12 @@ def idempotency_key(req: falcon.Request) -> IdempotencyKey | None:
 
 def workflow_header(req: falcon.Request) -> str | None:
     value = _utf8(req.get_header("X-Ops-Workflow") or "").strip()
-    if len(value) > MAX_WORKFLOW_LENGTH or has_control(value):
+    if len(value) > MAX_LABEL_LENGTH or has_control(value):
         raise Problem(
             422,
             "invalid_field",
             "Invalid workflow",
-            f"X-Ops-Workflow must be at most {MAX_WORKFLOW_LENGTH} characters, without "
+            f"X-Ops-Workflow must be at most {MAX_LABEL_LENGTH} characters, without "
             "control characters.",
             header="X-Ops-Workflow",
         )
@@ -181,7 +255,7 @@ def fingerprint(operation: Operation, body: bytes) -> str:
     return hashlib.sha256(operation.path.encode() + b"\n" + body).hexdigest()
 
 
-def _check_signature(req: falcon.Request, body: bytes, signing_key: str) -> None:
+def check_signature(req: falcon.Request, body: bytes, signing_key: str) -> None:
     timestamp = req.get_header("X-CIO-Timestamp") or ""
     signature = (req.get_header("X-CIO-Signature") or "").strip().lower()
     if not timestamp or not signature:

@@ -2,6 +2,11 @@
 
 from typing import Any
 
+from aggregates.values import MAX_LABEL_LENGTH
+from commands.operations import OPERATIONS, Operation
+
+JSONAPI = "application/vnd.api+json"
+
 ERRORS = {
     "401": (
         "token_invalid",
@@ -46,7 +51,7 @@ PARAMETERS = [
     _header(
         "X-Ops-Workflow",
         "The originating workflow, recorded in the audit trail (at most 200 characters).",
-        max_length=200,
+        max_length=MAX_LABEL_LENGTH,
     ),
     _header(
         "X-CIO-Signature",
@@ -68,48 +73,49 @@ PERSON = {
 }
 
 
-def _operation(
-    summary: str,
-    type_: str,
-    attributes: dict[str, Any],
-    required: list[str],
-    response_attributes: dict[str, Any],
+def _body(
+    type_: str, attributes: dict[str, Any], required: list[str], *, request: bool
 ) -> dict[str, Any]:
-    def doc(attrs: dict[str, Any], req: list[str]) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": ["data"],
-            "properties": {
-                "data": {
-                    "type": "object",
-                    "required": ["type", "attributes"],
-                    "properties": {
-                        "type": {"const": type_},
-                        "id": {"type": "string"},
-                        "attributes": {
-                            "type": "object",
-                            "properties": attrs,
-                            "required": req,
-                            "additionalProperties": False,
-                        },
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "required": ["type", "attributes"],
+                "properties": {
+                    "type": {"const": type_},
+                    "id": {"type": "string"},
+                    "attributes": {
+                        "type": "object",
+                        "properties": attributes,
+                        "required": required,
+                        "additionalProperties": False,
+                        # the person: by personId or by email, never both
+                        **({"oneOf": PERSON_ONE_OF} if request else {}),
                     },
                 },
-                "meta": {
-                    "type": "object",
-                    "properties": {"workflow": {"type": "string", "maxLength": 200}},
-                },
             },
-        }
+            "meta": {
+                "type": "object",
+                "properties": {"workflow": {"type": "string", "maxLength": MAX_LABEL_LENGTH}},
+            },
+        },
+    }
 
+
+PERSON_ONE_OF = [{"required": ["personId"]}, {"required": ["email"]}]
+
+
+def _responses(operation: Operation) -> dict[str, Any]:
+    response = _body(
+        operation.resource_type, operation.response, list(operation.response), request=False
+    )
     responses: dict[str, Any] = {
         "200": {
             "description": "Success, including a no-op repeat. A replay carries Idempotent-Replayed: true.",
             "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "const": "true"}}},
-            "content": {
-                "application/vnd.api+json": {
-                    "schema": doc(response_attributes, list(response_attributes))
-                }
-            },
+            "content": {"application/vnd.api+json": {"schema": response}},
         }
     }
     for status, (codes, description) in ERRORS.items():
@@ -122,19 +128,23 @@ def _operation(
     responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    return responses
+
+
+def _operation(operation: Operation) -> dict[str, Any]:
+    attributes = {**PERSON, operation.field.name: operation.field.schema}
+    request = _body(operation.resource_type, attributes, [operation.field.name], request=True)
     return {
         "post": {
-            "summary": summary,
+            "summary": operation.summary,
+            "operationId": operation.name,
             "security": [{"bearer": []}],
             "parameters": PARAMETERS,
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": doc(attributes, required)},
-                    "application/vnd.api+json": {"schema": doc(attributes, required)},
-                },
+                "content": {"application/json": {"schema": request}, JSONAPI: {"schema": request}},
             },
-            "responses": responses,
+            "responses": _responses(operation),
         }
     }
 
@@ -145,42 +155,10 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "info": {
             "title": "pm-ops",
             "version": "1.0.0",
-            "description": "Add a person to a community; set a person's signup code.",
+            "description": "; ".join(op.summary for op in OPERATIONS) + ".",
         },
         "servers": [{"url": public_url}],
-        "paths": {
-            "/api/v1/ops/people/communities/add": _operation(
-                "Add someone to a community",
-                "communityMembership",
-                {**PERSON, "communityId": {"type": "integer", "minimum": 1}},
-                ["communityId"],
-                {
-                    "personId": {"type": "integer"},
-                    "communityId": {"type": "integer"},
-                    "alreadyMember": {"type": "boolean"},
-                },
-            ),
-            "/api/v1/ops/people/code": _operation(
-                "Set someone's signup code",
-                "personSignupCode",
-                {
-                    **PERSON,
-                    "code": {
-                        "type": ["string", "null"],
-                        "minLength": 1,
-                        "maxLength": 64,
-                        "description": "null clears; missing or empty is refused.",
-                    },
-                },
-                ["code"],
-                {
-                    "personId": {"type": "integer"},
-                    "code": {"type": ["string", "null"]},
-                    "previousCode": {"type": ["string", "null"]},
-                    "changed": {"type": "boolean"},
-                },
-            ),
-        },
+        "paths": {op.path: _operation(op) for op in OPERATIONS},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {

@@ -38,6 +38,14 @@ class Problem(Exception):
         return orjson.dumps({"errors": [self.as_error()]})
 
 
+MAX_SHOWN = 64
+
+
+def shown(value: str, limit: int = MAX_SHOWN) -> str:
+    """A value quoted back to the caller: cut, so an error never echoes a whole body."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
 def resource_document(type_: str, id_: str, attributes: dict[str, Any]) -> bytes:
     return orjson.dumps({"data": {"type": type_, "id": id_, "attributes": attributes}})
 

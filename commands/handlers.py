@@ -7,7 +7,7 @@ from collections.abc import Callable
 from uuid import UUID
 
 from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
-from commands.documents import Problem, person_not_found, resource_document
+from commands.documents import Problem, person_not_found, resource_document, shown
 from commands.messages import (
     AddMember,
     DeliveredCommand,
@@ -16,6 +16,7 @@ from commands.messages import (
     RecordRejection,
     SetSignupCode,
 )
+from commands.operations import ADD_MEMBER_OPERATION, SET_CODE_OPERATION
 from commands.unit_of_work import UnitOfWork
 
 Execute = Callable[[], tuple[bytes, str]]
@@ -36,7 +37,7 @@ def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
     person_ids = index.person_ids if index else []
     if not person_ids:
         raise person_not_found(
-            f"No person has the email {ref.email.strip()!r}. Double-check it, "
+            f"No person has the email {shown(ref.email.strip())!r}. Double-check it, "
             'or send the Play Money ID as "personId" instead.',
             "/data/attributes/email",
         )
@@ -45,7 +46,7 @@ def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
             409,
             "email_ambiguous",
             "Email shared by several people",
-            f"{len(person_ids)} different people share the email {ref.email.strip()!r}. "
+            f"{len(person_ids)} different people share the email {shown(ref.email.strip())!r}. "
             'Send the Play Money ID as "personId" instead.',
             pointer="/data/attributes/email",
         )
@@ -66,9 +67,9 @@ def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
                 "and copy the number from its URL (/admin/communities/<ID>).",
                 pointer="/data/attributes/communityId",
             )
-        added = person.join(cmd.community_id, meta=cmd.context.meta())
+        added = person.join(cmd.community_id, meta=change_meta(cmd))
         body = resource_document(
-            "communityMembership",
+            ADD_MEMBER_OPERATION.resource_type,
             f"{person.person_id}:{cmd.community_id}",
             {
                 "personId": person.person_id,
@@ -85,9 +86,9 @@ def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
         previous = person.signup_code
-        changed = person.set_signup_code(cmd.code, meta=cmd.context.meta())
+        changed = person.set_signup_code(cmd.code, meta=change_meta(cmd))
         body = resource_document(
-            "personSignupCode",
+            SET_CODE_OPERATION.resource_type,
             str(person.person_id),
             {
                 "personId": person.person_id,
@@ -99,6 +100,15 @@ def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
         return body, ("changed" if changed else "unchanged")
 
     return _deliver(cmd, uow, execute)
+
+
+def change_meta(cmd: DeliveredCommand) -> dict[str, object]:
+    """Who and why, plus the email when the call named the person by it (a feed to
+    Customer.io identifies the person the way the call did)."""
+    meta = cmd.context.meta()
+    if cmd.person.email is not None:
+        meta["person_email"] = cmd.person.email
+    return meta
 
 
 def record_rejection(cmd: RecordRejection, uow: UnitOfWork) -> Outcome:
@@ -156,7 +166,7 @@ def key_reused(cmd: DeliveredCommand) -> Problem:
         422,
         "idempotency_key_reused",
         "Idempotency key reused",
-        f"The idempotency key {cmd.key!r} was already used for a different request. "
+        f"The idempotency key {shown(cmd.key)!r} was already used for a different request. "
         "Send a new key for a new request; a retry must repeat the original body exactly.",
         header=header,
     )

@@ -6,10 +6,11 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
-from api.bootstrap import open_application
+from aggregates.values import InvalidValue, email_address, label
+from api.bootstrap import bootstrap
 from api.config import Config
-from api.parsing import has_control
-from commands.application import CommunityRow, PersonRow
+from commands.application import OpsApplication
+from commands.directory import CommunityRow, PersonRow
 
 MAX_REPORTED = 20
 
@@ -54,7 +55,13 @@ def import_(config: Config, people: Path | None, communities: Path | None) -> No
         for path, reader in ((communities, read_communities), (people, read_people))
         if path
     }
-    app = open_application(config)
+    with bootstrap(config) as services:
+        _apply(services.app, people, communities, counts)
+
+
+def _apply(
+    app: OpsApplication, people: Path | None, communities: Path | None, counts: dict[Path, int]
+) -> None:
     steps = (
         ("communities", communities, read_communities, app.import_communities, "renamed"),
         ("people", people, read_people, app.import_people, "email changed"),
@@ -84,19 +91,15 @@ def read_people(path: Path, problems: list[str] | None = None) -> Iterator[Perso
     seen: set[int] = set()
     for line, values in _rows(path, ("id", "email"), problems):
         person_id = _positive_int(values["id"])
-        email = values["email"].strip()
         error = None
+        try:
+            email = email_address(values["email"])
+        except InvalidValue as reason:
+            error = f"email {values['email'][:64]!r} {reason}"
         if person_id is None:
-            error = f"id {values['id']!r} is not a positive whole number"
+            error = f"id {values['id'][:64]!r} is not a positive whole number"
         elif person_id in seen:
             error = f"id {person_id} appears more than once"
-        elif (
-            "@" not in email
-            or len(email) > 254
-            or any(c.isspace() for c in email)
-            or has_control(email)
-        ):
-            error = f"email {values['email']!r} is not an email address"
         if error:
             _problem(problems, line, error)
             continue
@@ -109,16 +112,15 @@ def read_communities(path: Path, problems: list[str] | None = None) -> Iterator[
     seen: set[int] = set()
     for line, values in _rows(path, ("id", "name"), problems):
         community_id = _positive_int(values["id"])
-        name = values["name"].strip()
         error = None
+        try:
+            name = label(values["name"])
+        except InvalidValue as reason:
+            error = f"name {reason}"
         if community_id is None:
-            error = f"id {values['id']!r} is not a positive whole number"
+            error = f"id {values['id'][:64]!r} is not a positive whole number"
         elif community_id in seen:
             error = f"id {community_id} appears more than once"
-        elif not name or len(name) > 200:
-            error = "name is empty" if not name else "name is longer than 200 characters"
-        elif has_control(name):
-            error = "name contains control characters"
         if error:
             _problem(problems, line, error)
             continue

@@ -1,11 +1,13 @@
+from collections.abc import Callable
+
 import click
 from rich.console import Console
 from rich.table import Table
 
-from aggregates.token import SCOPES
-from api.bootstrap import open_application
+from aggregates.values import InvalidValue, label, network
+from api.bootstrap import bootstrap
 from api.config import Config
-from api.parsing import has_control
+from commands.tokens import DEFAULT_SCOPES, SCOPES
 
 
 def register(cli: click.Group) -> None:
@@ -25,7 +27,7 @@ def tokens() -> None:
     "scopes",
     multiple=True,
     type=click.Choice(SCOPES),
-    help="Repeat for each permission; default both.",
+    help=f"Repeat for each permission; default {' and '.join(DEFAULT_SCOPES)}.",
 )
 @click.option("--allow-cidr", "cidrs", multiple=True, help="Only accept calls from these networks.")
 @click.option(
@@ -45,36 +47,14 @@ def issue(
     cio_signing_key: str | None,
 ) -> None:
     """Create a token; prints it alone on the last line."""
-    import ipaddress
-
-    name, actor = name.strip(), actor.strip()
-    for value, hint in ((name, "--name"), (actor, "--actor")):
-        if not value:
-            raise click.BadParameter("must not be empty", param_hint=hint)
-        if has_control(value) or len(value) > 200:
-            raise click.BadParameter(
-                "must be at most 200 characters, without control characters", param_hint=hint
-            )
-
-    for cidr in cidrs:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise click.BadParameter(
-                f"{cidr!r} is not a network like 203.0.113.0/24", param_hint="--allow-cidr"
-            ) from None
-    app = open_application(config)
-    token = app.issue_token(
-        name,
-        actor,
-        list(scopes or SCOPES),
-        list(cidrs),
-        rate_limit,
-        cio_signing_key,
-    )
-    click.echo(
-        f"Issued token {name!r} for {actor!r} with scopes {', '.join(scopes or SCOPES)}.", err=True
-    )
+    name, actor = _valid(label, name, "--name"), _valid(label, actor, "--actor")
+    networks = [_valid(network, cidr, "--allow-cidr") for cidr in cidrs]
+    scopes = scopes or DEFAULT_SCOPES
+    with bootstrap(config) as services:
+        token = services.app.issue_token(
+            name, actor, list(scopes), networks, rate_limit, cio_signing_key
+        )
+    click.echo(f"Issued token {name!r} for {actor!r} with scopes {', '.join(scopes)}.", err=True)
     click.echo("Store it now: it is shown once and only its hash is kept.", err=True)
     click.echo(token)
 
@@ -84,7 +64,9 @@ def issue(
 def list_(config: Config) -> None:
     """List tokens (never their values)."""
     table = Table("name", "actor", "scopes", "allow-list", "rate/min", "signed", "status")
-    for token in open_application(config).list_tokens():
+    with bootstrap(config) as services:
+        tokens_ = services.app.list_tokens()
+    for token in tokens_:
         table.add_row(
             token.name,
             token.actor,
@@ -103,7 +85,8 @@ def list_(config: Config) -> None:
 def revoke(config: Config, name: str) -> None:
     """Revoke a token; refused on every worker within 5 seconds."""
     name = name.strip()
-    open_application(config).revoke_token(name)
+    with bootstrap(config) as services:
+        services.app.revoke_token(name)
     click.echo(f"Revoked token {name!r}.")
 
 
@@ -113,6 +96,15 @@ def revoke(config: Config, name: str) -> None:
 def rotate(config: Config, name: str) -> None:
     """Replace a token's value; prints the new one alone on the last line."""
     name = name.strip()
-    token = open_application(config).rotate_token(name)
+    with bootstrap(config) as services:
+        token = services.app.rotate_token(name)
     click.echo(f"Rotated token {name!r}; the old value stops working within 5 seconds.", err=True)
     click.echo(token)
+
+
+def _valid(rule: Callable[[str], str], value: str, option: str) -> str:
+    """The domain's rule for a value, reported against the option that gave it."""
+    try:
+        return rule(value)
+    except InvalidValue as reason:
+        raise click.BadParameter(str(reason), param_hint=option) from None
