@@ -31,13 +31,15 @@ class Token(Aggregate):
         cio_signing_key: str | None,
         secret_hash: str,
         meta: dict[str, Any],
+        sealed_signing_key: str | None = None,
     ) -> None:
         self.name = name
         self.actor = actor
         self.scopes = list(scopes)
         self.allow_cidrs = list(allow_cidrs)
         self.rate_limit = rate_limit
-        self.cio_signing_key = cio_signing_key
+        self.cio_signing_key = cio_signing_key  # in clear: only in tokens issued by 0.1
+        self.sealed_signing_key = sealed_signing_key  # encrypted (commands/sealing.py)
         self.secret_hash = secret_hash
         self.revoked = False
 
@@ -48,6 +50,10 @@ class Token(Aggregate):
     @event("Rotated")
     def rotate(self, secret_hash: str, meta: dict[str, Any]) -> None:
         self.secret_hash = secret_hash
+
+    @property
+    def requires_signature(self) -> bool:
+        return bool(self.cio_signing_key or self.sealed_signing_key)
 
     def accepts(self, secret: str) -> bool:
         """Constant-time check of a presented secret against the stored hash."""

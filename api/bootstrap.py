@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from api.config import Config
 from api.metrics import Metrics
@@ -13,6 +14,7 @@ from commands.application import OpsApplication
 from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
+from commands.sealing import SigningKeys, embedded_secret_key
 
 
 @dataclass
@@ -39,7 +41,15 @@ class Services:
 def open_application(config: Config, *, create_tables: bool = True) -> OpsApplication:
     env = config.store.eventsourcing_env()
     env["CREATE_TABLE"] = "y" if create_tables else "n"
-    return OpsApplication(env=env)
+    return OpsApplication(env=env, signing_keys=SigningKeys(secret_key(config)))
+
+
+def secret_key(config: Config) -> str | None:
+    """OPS_SECRET_KEY; on the embedded default (one SQLite file), a key file beside it."""
+    store = config.store
+    if config.secret_key or store.is_postgres or store.is_memory:
+        return config.secret_key
+    return embedded_secret_key(Path(f"{store.sqlite_path}.secret-key"))
 
 
 def build_services(config: Config, *, create_tables: bool = True) -> Services:
@@ -55,7 +65,8 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
         app.close()
         raise
     committer = GroupCommitter(app, HANDLERS, prefetchers())
-    return Services(config, app, committer, rate_limiter, Authenticator(app))
+    authenticator = Authenticator(app, app.signing_keys)
+    return Services(config, app, committer, rate_limiter, authenticator)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ class Config:
     slack_api_url: str | None = None
     rate_limit_per_minute: int = 600
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    secret_key: str | None = None  # seals Customer.io signing keys (commands/sealing.py)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Config":
@@ -34,6 +35,7 @@ class Config:
             slack_api_url=env.get("SLACK_API_URL") or None,
             rate_limit_per_minute=rate,
             trusted_proxies=_networks(env.get("OPS_TRUSTED_PROXIES") or ""),
+            secret_key=env.get("OPS_SECRET_KEY") or None,
         )
 
     def with_database(self, url: str | None) -> "Config":

@@ -10,6 +10,8 @@ can be recorded (SPEC §2); a 401 carries none."""
 import hashlib
 import hmac
 import ipaddress
+import logging
+import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -19,15 +21,19 @@ from aggregates import Token
 from aggregates.values import MAX_LABEL_LENGTH, has_control
 from api.rate_limit import RateLimiter
 from commands.authentication import Authenticator
-from commands.documents import Problem
+from commands.documents import Problem, shown
 from commands.handlers import generated_key
 from commands.messages import CallContext
 from commands.operations import Operation
+from commands.sealing import SealingError
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_LENGTH = 255
 KEY_HEADERS = ("X-CIO-Idempotency-Key", "Idempotency-Key", "X-CIO-Delivery-Id")
 MEDIA_TYPES = ("application/json", "application/vnd.api+json")
+SIGNATURE_MAX_AGE = 300  # seconds either side of our clock
+
+log = logging.getLogger("pm_ops.gate")
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,8 @@ class Gate:
         try:
             self._check_caller(req, token, operation)
             body = read_body(req)
-            if token.cio_signing_key:
-                check_signature(req, body, token.cio_signing_key)
+            if token.requires_signature:
+                check_signature(req, body, self._signing_key(token))
             check_media_type(req)
             key = idempotency_key(req)
             workflow = workflow_header(req)
@@ -108,6 +114,20 @@ class Gate:
                 "The token is invalid, revoked or has been rotated. Tell engineering."
             )
         return token
+
+    def _signing_key(self, token: Token) -> str:
+        try:
+            key = self._authenticator.signing_key(token)
+        except SealingError as error:
+            log.error("token %s: cannot check its signature: %s", token.name, error)
+            key = None
+        if key is None:
+            raise blocked(
+                "The server cannot check this token's Customer.io signature right now. "
+                "Tell engineering.",
+                header="X-CIO-Signature",
+            )
+        return key
 
     def _check_caller(self, req: falcon.Request, token: Token, operation: Operation) -> None:
         """Source allow-list, then rate limit, then scope: a blocked source does not
@@ -199,12 +219,12 @@ def check_media_type(req: falcon.Request) -> None:
         p.split("=", 1)[1].strip(' "') for p in parameters if p.strip().startswith("charset=")
     ]
     if media.strip() not in MEDIA_TYPES or any(c not in ("utf-8", "utf8") for c in charsets):
-        shown = f'"{req.content_type[:100]}"' if req.content_type else "missing"
+        given = f'"{shown(req.content_type)}"' if req.content_type else "missing"
         raise Problem(
             415,
             "unsupported_media_type",
             "Unsupported media type",
-            f"Content-Type is {shown}; it must be application/json (JSON is UTF-8).",
+            f"Content-Type is {given}; it must be application/json (JSON is UTF-8).",
             header="Content-Type",
         )
 
@@ -255,8 +275,12 @@ def fingerprint(operation: Operation, body: bytes) -> str:
     return hashlib.sha256(operation.path.encode() + b"\n" + body).hexdigest()
 
 
-def check_signature(req: falcon.Request, body: bytes, signing_key: str) -> None:
-    timestamp = req.get_header("X-CIO-Timestamp") or ""
+def check_signature(
+    req: falcon.Request, body: bytes, signing_key: str, now: float | None = None
+) -> None:
+    """Customer.io's X-CIO-Signature: hex HMAC-SHA256 of v0:<timestamp>:<body>, with a
+    timestamp close to our clock, so a captured request cannot be replayed later."""
+    timestamp = (req.get_header("X-CIO-Timestamp") or "").strip()
     signature = (req.get_header("X-CIO-Signature") or "").strip().lower()
     if not timestamp or not signature:
         raise blocked(
@@ -270,6 +294,17 @@ def check_signature(req: falcon.Request, body: bytes, signing_key: str) -> None:
     if not hmac.compare_digest(expected, signature):
         raise blocked(
             "The Customer.io signature check failed. Tell engineering.", header="X-CIO-Signature"
+        )
+    try:
+        skew = abs((time.time() if now is None else now) - float(timestamp))
+    except ValueError:
+        skew = float("inf")
+    if not skew <= SIGNATURE_MAX_AGE:
+        raise blocked(
+            f"X-CIO-Timestamp is more than {SIGNATURE_MAX_AGE // 60} minutes from the server's "
+            "clock: a signed request is accepted only when it is fresh. Tell engineering if "
+            "Customer.io's clock or a long delay is the cause.",
+            header="X-CIO-Timestamp",
         )
 
 
@@ -287,9 +322,19 @@ def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> str
         return peer
     forwarded = [a.strip() for a in (req.get_header("X-Forwarded-For") or "").split(",")]
     for address in reversed([a for a in forwarded if a]):
+        if not is_address(address):
+            return peer  # a forged or garbled entry: judge the proxy, record nothing made up
         if not address_in(address, trusted_proxies):
             return address
     return peer
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def address_in(address: str | None, cidrs: tuple[str, ...]) -> bool:

@@ -5,6 +5,7 @@ commands/directory.py). The operations' commands go through the group committer
 (commands/group_commit.py) and their handlers (commands/handlers.py)."""
 
 from commands.directory import CommunityRow, DirectoryCommands, ImportReport, PersonRow
+from commands.sealing import SigningKeys
 from commands.tokens import TokenCommands, TokenError
 
 __all__ = ["CommunityRow", "ImportReport", "OpsApplication", "PersonRow", "TokenError"]
@@ -12,3 +13,9 @@ __all__ = ["CommunityRow", "ImportReport", "OpsApplication", "PersonRow", "Token
 
 class OpsApplication(TokenCommands, DirectoryCommands):
     name = "PmOps"
+
+    def __init__(
+        self, env: dict[str, str] | None = None, signing_keys: SigningKeys | None = None
+    ) -> None:
+        super().__init__(env)
+        self.signing_keys = signing_keys or SigningKeys(None)

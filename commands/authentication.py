@@ -12,6 +12,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from aggregates import Token
+from commands.sealing import SigningKeys
 from commands.tokens import find_token, parse_token
 
 CACHE_SECONDS = 2.0  # revocation reaches every worker well within 5 s
@@ -19,8 +20,10 @@ MAX_CACHED = 10_000  # unknown ids must not grow memory
 
 
 class Authenticator:
-    def __init__(self, app: Application[UUID]) -> None:
+    def __init__(self, app: Application[UUID], signing_keys: SigningKeys) -> None:
         self._app = app
+        self._signing_keys = signing_keys
+        self._opened: dict[str, str] = {}
         self._tokens: dict[UUID, tuple[float, Token | None]] = {}
         self._lock = threading.Lock()
 
@@ -51,6 +54,22 @@ class Authenticator:
         if cached is None or now - cached[0] > CACHE_SECONDS:
             return self._refresh(token_id, now)
         return cached[1]
+
+    def signing_key(self, token: Token) -> str | None:
+        """The Customer.io signing key the token requires, if any (raises SealingError
+        when it cannot be opened)."""
+        if token.cio_signing_key:
+            return token.cio_signing_key
+        if not token.sealed_signing_key:
+            return None
+        opened = self._opened.get(token.sealed_signing_key)
+        if opened is None:
+            opened = self._signing_keys.open(token.sealed_signing_key)
+            with self._lock:
+                if len(self._opened) > MAX_CACHED:
+                    self._opened.clear()
+                self._opened[token.sealed_signing_key] = opened
+        return opened
 
     def _refresh(self, token_id: UUID, now: float) -> Token | None:
         token = find_token(self._app, token_id)

@@ -12,6 +12,7 @@ from aggregates import Token
 from aggregates.token import hash_secret
 from aggregates.values import InvalidValue, label, network
 from commands.operations import OPERATION_SCOPES
+from commands.sealing import SigningKeys
 
 TOKEN_PREFIX = "pmo"  # noqa: S105 - a public prefix, not a secret
 AUDIT_SCOPE = "audit:read"  # the auditors' console, and nothing else
@@ -68,6 +69,8 @@ def _checked(what: str, rule: Callable[[str], str], value: str) -> str:
 class TokenCommands(Application[UUID]):
     """Mixed into OpsApplication: the token commands engineering runs."""
 
+    signing_keys: SigningKeys
+
     def issue_token(
         self,
         name: str,
@@ -83,6 +86,8 @@ class TokenCommands(Application[UUID]):
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise TokenError(f"Scopes must be some of {', '.join(SCOPES)}.")
+        if cio_signing_key is not None:
+            cio_signing_key = _checked("Customer.io signing key", label, cio_signing_key)
         if find_token(self, Token.create_id(name)) is not None:
             raise TokenError(
                 f"A token named {name!r} already exists. Rotate it, or choose another name."
@@ -94,7 +99,8 @@ class TokenCommands(Application[UUID]):
             scopes=list(scopes),
             allow_cidrs=cidrs,
             rate_limit=rate_limit,
-            cio_signing_key=cio_signing_key,
+            cio_signing_key=None,
+            sealed_signing_key=self.signing_keys.seal(cio_signing_key) if cio_signing_key else None,
             secret_hash=hash_secret(secret),
             meta=admin_meta(issued_by),
         )

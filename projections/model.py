@@ -115,7 +115,7 @@ def _token_summary(event: Any) -> str:
         parts.append("allow=" + ",".join(event.allow_cidrs))
     if event.rate_limit:
         parts.append(f"rate_limit={event.rate_limit}/min")
-    if event.cio_signing_key:
+    if getattr(event, "cio_signing_key", None) or getattr(event, "sealed_signing_key", None):
         parts.append("cio_signature=required")  # never the key itself
     return "; ".join(parts)
 

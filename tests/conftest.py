@@ -19,6 +19,9 @@ from commands.application import CommunityRow, PersonRow
 
 POSTGRES_URL = os.environ.get("OPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# PostgreSQL deployments must set OPS_SECRET_KEY (it seals Customer.io signing keys);
+# the tests' servers and CLI runs inherit this one.
+os.environ.setdefault("OPS_SECRET_KEY", "dGVzdC1vbmx5LXNlY3JldC1rZXktZm9yLXBtLW9wcyE=")
 
 
 def new_id() -> int:
@@ -45,7 +48,9 @@ def config(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Config]:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield Config(database_url=f"{POSTGRES_URL}?schema={schema}")
+        yield Config(
+            database_url=f"{POSTGRES_URL}?schema={schema}", secret_key=os.environ["OPS_SECRET_KEY"]
+        )
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -23,7 +23,11 @@ def pm_ops(
     database_url: str | None, *args: str, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     assert PM_OPS, "the pm-ops console script is not installed"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPS_", "SLACK_"))}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPS_", "SLACK_")) or k == "OPS_SECRET_KEY"
+    }
     if database_url is not None:
         environ["OPS_DATABASE_URL"] = database_url
     environ.update(env)

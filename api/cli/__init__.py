@@ -9,6 +9,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, Persiste
 
 from api.config import Config, ConfigError
 from commands.application import TokenError
+from commands.sealing import SealingError
 
 COMMAND_MODULES = ("serve", "tokens", "directory", "demo", "projections", "auditing", "call", "cio")
 
@@ -35,7 +36,7 @@ def main() -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    except (ConfigError, TokenError) as error:
+    except (ConfigError, TokenError, SealingError) as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(2)
     except PersistenceError as error:

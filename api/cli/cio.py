@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
-from api.client import ADD_MEMBER_PATH, SET_CODE_PATH
+from aggregates.values import InvalidValue, label
 from api.config import Config
+from commands.documents import Problem
+from commands.operations import OPERATIONS, Field, Operation
 
 TOKEN_PLACEHOLDER = "<workspace token>"  # noqa: S105 - a placeholder, never a token
-MAX_CODE_LENGTH = 64
-MAX_WORKFLOW_LENGTH = 200
 
 
 def register(cli: click.Group) -> None:
+    for operation in OPERATIONS:
+        snippet.add_command(snippet_command(operation))
     cli.add_command(cio)
 
 
@@ -74,122 +77,116 @@ class Snippet:
         return "\n".join(lines)
 
 
-def common(function: object) -> object:
-    for option in reversed(
-        [
-            click.option(
-                "--email-fallback",
-                is_flag=True,
-                help='Identify the person by "email": "{{ customer.email }}" instead of '
-                "personId (for older profiles whose customer.id holds an email).",
-            ),
-            click.option(
-                "--token-ref",
-                default=TOKEN_PLACEHOLDER,
-                show_default=True,
-                metavar="TEXT",
-                help="What to show after Bearer, e.g. how your workspace references the "
-                "token. Never a real token.",
-            ),
-            click.option(
-                "--workflow",
-                help="Add the optional X-Ops-Workflow header with this name; the audit trail "
-                "records it as the originating workflow.",
-            ),
-            click.option("--json", "as_json", is_flag=True, help="Print JSON for tooling."),
-        ]
-    ):
-        function = option(function)  # type: ignore[operator]
-    return function
-
-
-@snippet.command("add-member")
-@click.option(
-    "--community",
-    "community_id",
-    required=True,
-    type=click.IntRange(min=1),
-    help="Community ID: open the community in admin, /admin/communities/42 means 42.",
+COMMON_OPTIONS = (
+    click.Option(
+        ["--email-fallback"],
+        is_flag=True,
+        help='Identify the person by "email": "{{ customer.email }}" instead of '
+        "personId (for older profiles whose customer.id holds an email).",
+    ),
+    click.Option(
+        ["--token-ref"],
+        default=TOKEN_PLACEHOLDER,
+        show_default=True,
+        metavar="TEXT",
+        help="What to show after Bearer, e.g. how your workspace references the "
+        "token. Never a real token.",
+    ),
+    click.Option(
+        ["--workflow"],
+        help="Add the optional X-Ops-Workflow header with this name; the audit trail "
+        "records it as the originating workflow.",
+    ),
+    click.Option(["--json", "as_json"], is_flag=True, help="Print JSON for tooling."),
 )
-@common  # type: ignore[arg-type]
-@click.pass_obj
-def add_member(
-    config: Config,
-    community_id: int,
-    email_fallback: bool,
-    token_ref: str,
-    workflow: str | None,
-    as_json: bool,
-) -> None:
-    """The Webhook action that adds the person to a community."""
-    body = render_body(
-        "communityMembership", email_fallback, ("communityId", json.dumps(community_id))
-    )
-    notes = [
-        f"{community_id} is the community's numeric ID: keep it a number, without quotes.",
-        'Response "alreadyMember": false means added; true means they were already a member '
-        "and nothing changed. Either way the call succeeded, and it is safe to repeat.",
+
+
+def snippet_command(operation: Operation) -> click.Command:
+    """`cio snippet NAME`, with the option its operation's attribute needs."""
+    field = operation.field
+    options = [
+        click.Option(
+            [f"--{field.option}", "value"],
+            type=click.IntRange(min=1) if field.is_integer else str,
+            required=not field.nullable,
+            help=field.help,
+        )
     ]
-    show(
-        Snippet(
-            "add-member",
-            f"add the person to community {community_id}",
-            public_url(config) + ADD_MEMBER_PATH,
-            headers(token_ref, workflow),
-            body,
-            tuple(person_notes(email_fallback) + notes + COMMON_NOTES),
-        ),
-        as_json,
+    if field.nullable:
+        options.append(
+            click.Option(["--clear"], is_flag=True, help=f'Send "{field.name}": null: clears it.')
+        )
+
+    @click.pass_obj
+    def callback(config: Config, value: Any, clear: bool = False, **common: Any) -> None:
+        show(build_snippet(config, operation, value, clear, **common), common["as_json"])
+
+    return click.Command(
+        operation.name,
+        params=[*options, *COMMON_OPTIONS],
+        callback=callback,
+        help=f"The Webhook action to {operation.summary[0].lower()}{operation.summary[1:]}.",
     )
 
 
-@snippet.command("set-code")
-@click.option("--code", help="The signup code to set, e.g. VC-Partners.")
-@click.option("--clear", is_flag=True, help='Clear the code: the body says "code": null.')
-@common  # type: ignore[arg-type]
-@click.pass_obj
-def set_code(
+def build_snippet(
     config: Config,
-    code: str | None,
+    operation: Operation,
+    value: Any,
     clear: bool,
+    *,
     email_fallback: bool,
     token_ref: str,
     workflow: str | None,
     as_json: bool,
-) -> None:
-    """The Webhook action that sets (or clears) the person's signup code."""
-    if (code is None) == (not clear):
-        raise click.UsageError("give --code CODE, or --clear to reset it to the platform default")
-    if code is not None:
-        check_code(code)
-    body = render_body("personSignupCode", email_fallback, ("code", json.dumps(code)))
-    if clear:
-        title = "clear the person's signup code"
-        notes = [
-            '"code": null clears the code (back to the platform default). Never leave code '
-            "out of the body: a missing code is an error, not a clear.",
-        ]
-    else:
-        title = f"set the person's signup code to {code}"
-        notes = [
-            f"Replace {json.dumps(code)} to set another code; to clear it, send null "
-            "(without quotes).",
-        ]
-    notes.append(
-        'Response "changed": true means updated ("previousCode" shows what it was); false '
-        "means it already had that value and nothing changed. Safe to repeat."
-    )
-    show(
-        Snippet(
-            "set-code",
-            title,
-            public_url(config) + SET_CODE_PATH,
-            headers(token_ref, workflow),
-            body,
-            tuple(person_notes(email_fallback) + notes + COMMON_NOTES),
+) -> Snippet:
+    field = operation.field
+    option = f"--{field.option}"
+    if field.nullable and (value is None) == (not clear):
+        raise click.UsageError(f"give {option} {field.option.upper()}, or --clear to clear it")
+    if value is not None:
+        check_value(field, value)
+    rendered = json.dumps(value)
+    title = f"{operation.summary.lower()}: {field.name} {rendered}"
+    return Snippet(
+        operation.name,
+        title,
+        public_url(config) + operation.path,
+        headers(token_ref, workflow),
+        render_body(operation.resource_type, email_fallback, (field.name, rendered)),
+        tuple(
+            person_notes(email_fallback)
+            + field_notes(field, rendered)
+            + list(operation.notes)
+            + COMMON_NOTES
         ),
-        as_json,
     )
+
+
+def field_notes(field: Field, rendered: str) -> list[str]:
+    if field.is_integer:
+        return [f"{field.name} {rendered} is a number: keep it without quotes."]
+    if rendered == "null":
+        return [
+            f'"{field.name}": null clears it {field.null_words}. Never leave {field.name} out '
+            f"of the body: a missing {field.name} is an error, not a clear.",
+        ]
+    return [
+        f"Replace {rendered} to set another {field.name}; to clear it, send null (without quotes)."
+    ]
+
+
+def check_value(field: Field, value: Any) -> None:
+    """The server's own validation of the attribute, run before anything is printed."""
+    try:
+        field.read({field.name: value})
+    except Problem as problem:
+        raise click.BadParameter(problem.detail, param_hint=f"--{field.option}") from None
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        raise click.BadParameter(
+            "contains Liquid ({{ or {%), which Customer.io would render",
+            param_hint=f"--{field.option}",
+        )
 
 
 COMMON_NOTES = [
@@ -233,11 +230,10 @@ def headers(token_ref: str, workflow: str | None) -> tuple[tuple[str, str, str],
         ),
     ]
     if workflow is not None:
-        workflow = workflow.strip()
-        if not workflow or len(workflow) > MAX_WORKFLOW_LENGTH:
-            raise click.BadParameter(
-                f"must be 1 to {MAX_WORKFLOW_LENGTH} characters", param_hint="--workflow"
-            )
+        try:
+            workflow = label(workflow)
+        except InvalidValue as reason:
+            raise click.BadParameter(str(reason), param_hint="--workflow") from None
         rows.append(
             (
                 "X-Ops-Workflow",
@@ -266,20 +262,6 @@ def render_body(type_: str, email_fallback: bool, field: tuple[str, str]) -> str
             "}",
         ]
     )
-
-
-def check_code(code: str) -> None:
-    problem = None
-    if not code.strip():
-        problem = "is empty: to clear the code use --clear"
-    elif code != code.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in code):
-        problem = "has leading/trailing spaces or control characters"
-    elif len(code) > MAX_CODE_LENGTH:
-        problem = f"is longer than {MAX_CODE_LENGTH} characters"
-    elif "{{" in code or "{%" in code:
-        problem = "contains Liquid ({{ or {%), which Customer.io would render"
-    if problem:
-        raise click.BadParameter(f"the code {problem}", param_hint="--code")
 
 
 def check_token_ref(token_ref: str) -> None:

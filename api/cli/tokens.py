@@ -73,7 +73,7 @@ def list_(config: Config) -> None:
             " ".join(token.scopes),
             " ".join(token.allow_cidrs) or "any",
             str(token.rate_limit or config.rate_limit_per_minute),
-            "yes" if token.cio_signing_key else "no",
+            "yes" if token.requires_signature else "no",
             "revoked" if token.revoked else "active",
         )
     Console(width=160).print(table)
