@@ -12,6 +12,7 @@ from api.rate_limit import RateLimiter
 from commands.application import OpsApplication
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
+from projections.read_models import ReadModels, open_read_models
 
 
 @dataclass
@@ -28,6 +29,11 @@ class Services:
         metrics = Metrics()
         self.committer.on_commit = metrics.batch_size.observe
         return metrics
+
+    @cached_property
+    def read_models(self) -> ReadModels:
+        """The typed views over the projections and the log (made on first use)."""
+        return open_read_models(self.app, self.config.store)
 
     def close(self) -> None:
         self.committer.close()
