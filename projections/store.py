@@ -134,6 +134,9 @@ class ViewsMixin:
         recreate its tables), forget its position and record the layout version,
         all in one transaction: a crash leaves either the old or the new."""
         with self.write() as cursor:
+            if self.is_postgres:  # the same lock as create_views: DDL never races DDL
+                key = advisory_key("ddl", str(self.store.schema))
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
             for statement in statements:
                 cursor.execute(statement)
             self.execute(

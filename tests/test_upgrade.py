@@ -5,11 +5,13 @@ log when its runner starts, with no step for an operator."""
 
 import logging
 import shutil
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from click.testing import CliRunner
 from falcon import testing
@@ -20,7 +22,8 @@ from api.cli import cli
 from api.config import Config
 from projections import start_projections
 from projections.runner import wait_until
-from tests.conftest import add_member_body
+from tests.conftest import POSTGRES_URL, add_member_body
+from tests.test_projections import set_code
 
 LEGACY = Path(__file__).parent / "data" / "legacy_v0_1"
 AS_OF = (LEGACY / "as_of.txt").read_text().strip()
@@ -148,3 +151,36 @@ def test_a_runner_rebuilds_an_old_layout_when_it_starts(legacy, caplog):
     assert "rebuilding from the log" in logged and "rebuilt up to position" in logged
     assert json_lines(legacy, "audit") == golden("audit.jsonl")
     assert pm_ops(legacy, "verify").exit_code == 0
+
+
+def test_either_store_with_the_old_audit_layout_is_rebuilt_by_its_runner(
+    config, services, client, directory
+):
+    """The 0.1.0 layout on PostgreSQL too: no versions table row, no emails table."""
+    assert set_code(client, directory, directory.person_id, "VC-Old").status_code == 200
+    assert pm_ops(config, "projections", "run", "--once").exit_code == 0
+    before = json_lines(config, "audit")
+    run_sql(
+        config,
+        f"DELETE FROM {config.table('ops_projection_versions')} WHERE name = 'audit'",
+        f"DROP TABLE {config.table('ops_audit_emails')}",
+    )
+    assert status(config)["audit"]["rebuild_pending"]
+    assert pm_ops(config, "audit", "--email", directory.email).exit_code != 0  # says why
+
+    assert pm_ops(config, "projections", "run", "--once").exit_code == 0
+    assert not status(config)["audit"]["rebuild_pending"]
+    assert json_lines(config, "audit") == before
+    assert json_lines(config, "audit", "--email", directory.email)[-1]["new_value"] == "VC-Old"
+    assert pm_ops(config, "verify").exit_code == 0
+
+
+def run_sql(config: Config, *statements: str) -> None:
+    if config.is_postgres:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with sqlite3.connect(config.store.sqlite_path) as conn:
+        for statement in statements:
+            conn.execute(statement)
