@@ -5,9 +5,9 @@
 - chain: a hash chain over the log, for `pm-ops verify` (chain.py);
 - slack: the #ops-webhooks feed (console sink without SLACK_BOT_TOKEN).
 
-Nothing here opens the application or reads the environment: the composition
-root (api/bootstrap.py) passes in the application and `settings` — anything with
-a `store` (commands.store.Store) and the feeds' settings (slack_bot_token, ...).
+Nothing here reads the environment or imports api/: the composition root
+(api/bootstrap.py) passes in the application and `settings` — anything with a
+`store` (commands.store.Store) and the feeds' settings (slack_bot_token, ...).
 """
 
 import logging
@@ -46,10 +46,8 @@ def _slack_feed(app: Any, views: ViewsMixin, settings: Any, **options: Any) -> A
     return SlackFeed(app, views, make_sink(settings, **options))
 
 
+# name -> factory(app, views, settings, *, min_interval=seconds between posts)
 FEEDS: dict[str, Callable[..., Any]] = {"slack": _slack_feed}
-FEED_OPTIONS: dict[str, Callable[[float], dict[str, Any]]] = {
-    "slack": lambda interval: {"min_interval": interval}
-}
 
 # --------------------------------------------------------------------------------
 
@@ -99,14 +97,16 @@ def start_projections(
     that becomes active first rebuilds its projection if the tables are of an
     earlier layout version."""
     owns_app = app is None
-    if owns_app:  # callers that predate the composition root; it is closed on stop()
+    if owns_app:
+        # Only for callers written before the composition root passed `app` (the feed's
+        # tests); closed on stop(). Remove once every caller passes app=.
         from commands.application import OpsApplication
 
         app = OpsApplication(env=settings.store.eventsourcing_env())
     views = open_views(app, settings.store)
     running = RunningProjections(app, owns_app=owns_app)
     for name in names:
-        options = FEED_OPTIONS[name](slack_interval) if name in FEED_OPTIONS else {}
+        options = {"min_interval": slack_interval} if name in FEEDS else {}
         follower = build_follower(app, settings, views, name, **options)
         follower.create()
         running.runners.append(
