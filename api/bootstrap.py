@@ -15,6 +15,7 @@ from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
 from commands.sealing import SigningKeys, embedded_secret_key
+from projections.read_models import ReadModels, open_read_models
 
 
 @dataclass
@@ -32,6 +33,11 @@ class Services:
         metrics = Metrics()
         self.committer.on_commit = metrics.batch_size.observe
         return metrics
+
+    @cached_property
+    def read_models(self) -> ReadModels:
+        """The typed views over the projections and the log (made on first use)."""
+        return open_read_models(self.app, self.config.store)
 
     def close(self) -> None:
         self.committer.close()

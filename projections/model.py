@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from aggregates import Community, Person, Token
+from aggregates import Community, Person, Token, normalise_email
 
 PERSON_EVENTS = (
     Person.Registered,
@@ -201,6 +201,7 @@ class Derived:
     audit: list[AuditEntry] = field(default_factory=list)
     subjects: dict[UUID, Subject] = field(default_factory=dict)
     community_ids: dict[UUID, int] = field(default_factory=dict)
+    emails_had: set[tuple[str, int]] = field(default_factory=set)  # (normalised, person)
     position: int = 0
     undecodable: list[tuple[int, str]] = field(default_factory=list)
 
@@ -212,6 +213,8 @@ class Derived:
         changed = next_subject(event, subject)
         if changed is not None:
             self.subjects[event.originator_id] = changed
+            if changed.person_id is not None and changed.email:
+                self.emails_had.add((normalise_email(changed.email), changed.person_id))
         if isinstance(event, Person.Registered):
             self.people[event.person_id] = PersonState(event.person_id, event.email)
             return

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from api.config import Config
+from commands.store import Store
 from projections.store import advisory_key
 
 log = logging.getLogger("pm_ops.projections")
@@ -56,8 +56,8 @@ class PostgresLock:
     """pg_try_advisory_lock on a connection of its own (never the pool's), which
     also LISTENs for the events table's NOTIFY as a wake-up."""
 
-    def __init__(self, config: Config, name: str) -> None:
-        env = config.eventsourcing_env()
+    def __init__(self, store: Store, name: str) -> None:
+        env = store.postgres_env()
         self._kwargs = {
             "dbname": env["POSTGRES_DBNAME"],
             "host": env["POSTGRES_HOST"],
@@ -68,7 +68,7 @@ class PostgresLock:
             "autocommit": True,
             "application_name": f"pm-ops projection {name}",
         }
-        self._key = advisory_key("projection", str(config.schema), name)
+        self._key = advisory_key("projection", str(store.schema), name)
         self._conn: psycopg.Connection[Any] | None = None
 
     def try_acquire(self) -> bool:
@@ -148,11 +148,11 @@ class FileLock:
             self._fd = None
 
 
-def make_lock(config: Config, name: str) -> RunnerLock:
-    if config.is_postgres:
-        return PostgresLock(config, name)
-    path = config.database_url.removeprefix("sqlite:///").split("?")[0]
-    if ":memory:" in path or "mode=memory" in path:
+def make_lock(store: Store, name: str) -> RunnerLock:
+    if store.is_postgres:
+        return PostgresLock(store, name)
+    path = store.sqlite_path
+    if store.is_memory:
         path = f"/tmp/pm-ops-memory-{os.getpid()}"  # noqa: S108 - only for throwaway stores
     return FileLock(Path(f"{path}.{name}.lock"))
 
@@ -162,7 +162,7 @@ class Runner:
 
     def __init__(
         self,
-        config: Config,
+        store: Store,
         follower: Follower,
         *,
         poll_seconds: float = 0.5,
@@ -170,7 +170,7 @@ class Runner:
         paused: Callable[[], bool] | None = None,
         on_lag: Callable[[str, int], None] | None = None,
     ) -> None:
-        self.config = config
+        self.store = store
         self.follower = follower
         self.name = follower.name
         self.poll_seconds = poll_seconds
@@ -198,7 +198,7 @@ class Runner:
             self._thread.join(timeout)
 
     def run(self) -> None:
-        lock = make_lock(self.config, self.name)
+        lock = make_lock(self.store, self.name)
         announced = False
         while not self.stop_event.is_set():
             if self._is_paused() or not lock.try_acquire():

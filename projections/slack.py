@@ -32,7 +32,6 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from aggregates import Delivery, RejectedCall
-from api.config import Config
 from projections.model import notifications
 from projections.store import StalePosition, ViewsMixin
 
@@ -178,17 +177,9 @@ class ConsoleSink:
             log.info("%s", line.text)
 
 
-def feed_identity(config: Config) -> str:
+def feed_identity(settings: Any) -> str:
     """Which log this feed reports on, so two environments can share a channel."""
-    if config.is_postgres:
-        env = config.eventsourcing_env()
-        ident = f"pg:{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"
-        ident += f"/{config.schema}"
-    else:
-        from pathlib import Path
-
-        ident = "sqlite:" + str(Path(config.database_url.removeprefix("sqlite:///")).resolve())
-    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return hashlib.sha256(settings.store.identity().encode()).hexdigest()[:16]
 
 
 class SlackSink:
@@ -429,7 +420,7 @@ class SlackFeed:
             self.views.advance(cursor, self.name, position)
 
 
-def make_sink(config: Config, *, min_interval: float = 1.0) -> Any:
+def make_sink(config: Any, *, min_interval: float = 1.0) -> Any:
     if not config.slack_bot_token:
         return ConsoleSink()
     return SlackSink(

@@ -1,11 +1,13 @@
-"""Read-model storage beside the event log.
+"""Read-model storage beside the event log: the plumbing every read model shares.
 
 The views are the library's tracking recorders (SQLiteTrackingRecorder,
 PostgresTrackingRecorder) extended with our tables, sharing the application's
 datastore: a projection writes its rows and its position in ONE transaction,
 so each event is applied exactly once. Positions live in the library's
 tracking table, one row per projection (never truncated: its migration row
-matters).
+matters); the layout version each projection's tables were built with lives in
+`ops_projection_versions`. Each read model's own tables and queries live in its
+module (state.py, audit.py, chain.py).
 """
 
 import hashlib
@@ -18,12 +20,17 @@ from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
-from api.config import Config
+from commands.store import Store
 
 CONTROL_DDL = """
 CREATE TABLE IF NOT EXISTS {control} (
     name TEXT PRIMARY KEY,
     paused_until DOUBLE PRECISION NOT NULL
+)"""
+VERSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS {versions} (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
 )"""
 
 
@@ -36,7 +43,7 @@ class ViewsMixin:
 
     is_postgres: bool
     datastore: Any
-    config: Config
+    store: Store
     table: Callable[[str], str]
     tracking_table: str
 
@@ -66,7 +73,7 @@ class ViewsMixin:
             try:
                 if self.is_postgres:
                     with self.write() as cursor:
-                        key = advisory_key("ddl", str(self.config.schema))
+                        key = advisory_key("ddl", str(self.store.schema))
                         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
                         self._create_own(cursor, statements)
                     super().create_table()  # type: ignore[misc]
@@ -81,8 +88,9 @@ class ViewsMixin:
                 time.sleep(0.2 * (attempt + 1))
 
     def _create_own(self, cursor: Any, statements: list[str]) -> None:
-        control = self.table("ops_projection_control")
-        for statement in [CONTROL_DDL.format(control=control), *statements]:
+        control = CONTROL_DDL.format(control=self.table("ops_projection_control"))
+        versions = VERSIONS_DDL.format(versions=self.table("ops_projection_versions"))
+        for statement in [control, versions, *statements]:
             cursor.execute(statement)
 
     # --- positions --------------------------------------------------------
@@ -121,14 +129,43 @@ class ViewsMixin:
     def advance(self, cursor: Any, name: str, position: int) -> None:
         self._insert_tracking(cursor, Tracking(name, position))  # type: ignore[attr-defined]
 
-    def reset(self, name: str, statements: list[str]) -> None:
-        """Empty one projection: its rows and its tracking row, in one transaction."""
+    def reset(self, name: str, statements: list[str], version: int) -> None:
+        """Start one projection again from nothing: run `statements` (drop and
+        recreate its tables), forget its position and record the layout version,
+        all in one transaction: a crash leaves either the old or the new."""
         with self.write() as cursor:
+            if self.is_postgres:  # the same lock as create_views: DDL never races DDL
+                key = advisory_key("ddl", str(self.store.schema))
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
             for statement in statements:
                 cursor.execute(statement)
             self.execute(
                 cursor, f"DELETE FROM {self.tracking_table} WHERE application_name=%s", (name,)
             )
+            self._record_version(cursor, name, version)
+
+    # --- layout versions ----------------------------------------------------
+
+    def stored_version(self, name: str) -> int | None:
+        """The layout version this projection's tables were built with; None if
+        never recorded (tables made before versions existed, or none yet)."""
+        versions = self.table("ops_projection_versions")
+        with self.read() as cursor:
+            self.execute(cursor, f"SELECT version FROM {versions} WHERE name=%s", (name,))
+            row = cursor.fetchone()
+        return int(row["version"]) if row else None
+
+    def record_version(self, name: str, version: int) -> None:
+        with self.write() as cursor:
+            self._record_version(cursor, name, version)
+
+    def _record_version(self, cursor: Any, name: str, version: int) -> None:
+        self.execute(
+            cursor,
+            f"INSERT INTO {self.table('ops_projection_versions')} (name, version) "
+            "VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            (name, version),
+        )
 
     # --- hand-over (rebuild asks the active runner to stand by) -------------
 
@@ -159,28 +196,28 @@ class SQLiteViews(ViewsMixin, SQLiteTrackingRecorder):
     is_postgres = False
     tracking_table = "tracking"
 
-    def __init__(self, datastore: Any, config: Config) -> None:
+    def __init__(self, datastore: Any, store: Store) -> None:
         super().__init__(datastore)
-        self.config = config
-        self.table = config.table
+        self.store = store
+        self.table = store.table
 
 
 class PostgresViews(ViewsMixin, PostgresTrackingRecorder):
     is_postgres = True
 
-    def __init__(self, datastore: Any, config: Config) -> None:
+    def __init__(self, datastore: Any, store: Store) -> None:
         super().__init__(datastore, tracking_table_name="pmops_tracking")
-        self.config = config
-        self.table = config.table
-        self.tracking_table = config.table("pmops_tracking")
+        self.store = store
+        self.table = store.table
+        self.tracking_table = store.table("pmops_tracking")
 
 
-def open_views(app: Any, config: Config) -> ViewsMixin:
+def open_views(app: Any, store: Store) -> ViewsMixin:
     """Views over the application's own datastore (one pool for everything)."""
     datastore = app.recorder.datastore
-    if config.is_postgres:
-        return PostgresViews(datastore, config)
-    return SQLiteViews(datastore, config)
+    if store.is_postgres:
+        return PostgresViews(datastore, store)
+    return SQLiteViews(datastore, store)
 
 
 def advisory_key(*parts: str) -> int:

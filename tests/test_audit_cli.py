@@ -103,7 +103,7 @@ def test_audit_formats(config, directory, story):
     assert {"at", "actor", "token", "idempotency_key", "request_id", "source_address"} <= set(
         rows[0]
     )
-    table = invoke(config, "audit", "--person", str(directory.person_id))
+    table = invoke(config, "audit", "--person", str(directory.person_id), "--format", "table")
     assert (
         table.exit_code == 0
         and "VC-B" in table.stdout

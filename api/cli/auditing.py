@@ -1,8 +1,12 @@
-"""For auditors: `pm-ops audit`, `history`, `state` and `verify`."""
+"""For auditors: `pm-ops audit`, `history`, `state` and `verify`.
+
+Everything is read through the projections' typed views (projections/read_models.py);
+this module only turns their rows into output."""
 
 import csv
 import io
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from api.bootstrap import open_application
+from api.bootstrap import bootstrap
 from api.config import Config
 
 
@@ -45,10 +49,45 @@ class Moment(click.ParamType):
             )
 
 
-FORMATS = click.Choice(["table", "json", "csv"])
+FORMAT_OPTION = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "tsv", "json", "csv"]),
+    default=None,
+    help="Default: a table on a terminal, tab-separated lines (tsv) when piped.",
+)
 
 
-def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) -> None:
+def _resolve_format(fmt: str | None) -> str:
+    if fmt is not None:
+        return fmt
+    return "table" if sys.stdout.isatty() else "tsv"
+
+
+def _tsv_field(value: Any) -> str:
+    """PostgreSQL COPY's text escapes: a value never splits a line or a column, and
+    the original can always be recovered."""
+    if value is None:
+        return ""
+    return (
+        str(value)
+        .replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
+
+
+def _emit(
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+    fmt: str,
+    title: str,
+    table_columns: list[str] | None = None,
+) -> None:
+    """json: one object per line; csv: a header and a row per record; tsv: the same
+    with tabs, never quoted, one record per line whatever a value holds (for grep,
+    cut, awk); table: a rich table (for people at a terminal; may wrap values)."""
     if fmt == "json":
         for row in rows:
             click.echo(orjson.dumps(row).decode())
@@ -59,50 +98,23 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) 
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
         click.echo(buffer.getvalue(), nl=False)
+    elif fmt == "tsv":
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(_tsv_field(row.get(c)) for c in columns))
     else:
         table = Table(title=title)
-        for column in columns:
+        shown = table_columns or columns
+        for column in shown:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+            table.add_row(*("" if row.get(c) is None else str(row[c]) for c in shown))
         Console(width=max(Console().width, 160)).print(table)
 
 
-def _people_who_had(views: Any, address: str) -> set[int]:
-    """Everyone who has had this email: now, at an audited change, or before one.
-    Compared in Python with the service's own normalisation (SQLite's LOWER() only
-    folds ASCII)."""
-    from aggregates import normalise_email
-
-    audit, subjects = views.table("ops_audit"), views.table("ops_audit_subjects")
-    with views.read() as cursor:
-        views.execute(
-            cursor,
-            f"SELECT person_id, email FROM {subjects} WHERE person_id IS NOT NULL "
-            f"UNION SELECT person_id, email FROM {audit} WHERE person_id IS NOT NULL "
-            f"UNION SELECT person_id, previous_value FROM {audit} "
-            "WHERE person_id IS NOT NULL AND operation = 'change-email'",
-        )
-        return {
-            row["person_id"]
-            for row in cursor.fetchall()
-            if row["email"] and normalise_email(row["email"]) == address
-        }
-
-
-def _warn_lag(app: Any, config: Config, name: str) -> int:
-    from projections.store import open_views
-
-    views = open_views(app, config)
-    position = views.position(name)
-    lag = (app.recorder.max_notification_id() or 0) - position
-    if lag > 0:
-        click.echo(
-            f"note: the {name} projection is {lag} event(s) behind the log "
-            "(is `pm-ops projections run` or `pm-ops serve` running?)",
-            err=True,
-        )
-    return position
+def _note(message: str | None) -> None:
+    if message is not None:
+        click.echo(f"note: {message}", err=True)
 
 
 @click.command()
@@ -119,7 +131,7 @@ def _warn_lag(app: Any, config: Config, name: str) -> int:
     type=Moment(date_means_end_of_day=True),
     help="Up to this time (ISO 8601, inclusive; a date alone means the whole day).",
 )
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@FORMAT_OPTION
 @click.pass_obj
 def audit(
     config: Config,
@@ -132,101 +144,55 @@ def audit(
     operation: str | None,
     since: datetime | None,
     until: datetime | None,
-    fmt: str,
+    fmt: str | None,
 ) -> None:
     """The audit trail: one entry per change, who made it and why.
 
-    Output as a table (default), JSON lines (--format json) or CSV (--format csv)."""
-    from aggregates import normalise_email
-    from projections.model import AUDIT_COLUMNS, iso
-    from projections.store import open_views
-    from projections.tables import AuditProjection
+    Output as a table on a terminal, tab-separated lines when piped, JSON lines
+    (--format json) or CSV (--format csv)."""
+    from projections.audit import AuditFilters
+    from projections.model import AUDIT_COLUMNS
 
-    app = open_application(config)
-    try:
-        views = open_views(app, config)
-        AuditProjection(app, views).create()
-        _warn_lag(app, config, "audit")
-        table = views.table("ops_audit")
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("person_id", person),
-            ("community_id", community),
-            ("token", token),
-            ("operation", operation),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        for column, value in (("actor", actor), ("workflow", workflow)):
-            if value is not None:  # typed by people: "customer.io" means Customer.io
-                where.append(f"LOWER({column}) = LOWER(%s)")
-                params.append(value)
-        if email is not None:
-            people = _people_who_had(views, normalise_email(email))
-            where.append(f"person_id IN ({', '.join(['%s'] * len(people))})" if people else "1 = 0")
-            params += sorted(people)
-        if since is not None:
-            where.append("at >= %s")
-            params.append(iso(since))
-        if until is not None:
-            where.append("at <= %s")
-            params.append(iso(until))
-        statement = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {table}"
-        if where:
-            statement += " WHERE " + " AND ".join(where)
-        statement += " ORDER BY position"
-        with views.read() as cursor:
-            views.execute(cursor, statement, params)
-            rows = [{c: r[c] for c in AUDIT_COLUMNS} for r in cursor.fetchall()]
-    finally:
-        app.close()
+    fmt = _resolve_format(fmt)
+    filters = AuditFilters(
+        person, email, community, actor, token, workflow, operation, since, until
+    )
+    with bootstrap(config) as services:
+        views = services.read_models
+        _note(views.notice("audit"))
+        if email is not None and views.projection("audit").upgrade_pending():
+            raise click.ClickException(
+                "--email needs the audit projection of this release; it is rebuilt when "
+                "`pm-ops projections run` (or `pm-ops serve`) starts"
+            )
+        rows = [entry.as_dict() for entry in views.audit.entries(filters)]
     columns = list(AUDIT_COLUMNS)
-    if fmt == "table":  # the full record is in --format json / csv
-        hidden = {"event", "email", "request_id", "source_address"}
-        columns = [c for c in columns if c not in hidden]
-    _emit(rows, columns, fmt, f"Audit trail ({len(rows)} entries)")
+    hidden = {"event", "email", "request_id", "source_address"}  # in the table only
+    _emit(
+        rows,
+        columns,
+        fmt,
+        f"Audit trail ({len(rows)} entries)",
+        table_columns=[c for c in columns if c not in hidden],
+    )
 
 
 @click.command()
 @click.option("--person", required=True, type=int, help="Play Money person ID.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@FORMAT_OPTION
 @click.pass_obj
-def history(config: Config, person: int, fmt: str) -> None:
+def history(config: Config, person: int, fmt: str | None) -> None:
     """Every event of one person, straight from the log, in order."""
-    from aggregates import Person
-    from projections.model import event_name, iso
+    from projections.history import HISTORY_COLUMNS
 
-    app = open_application(config)
-    try:
-        stored = app.recorder.select_events(Person.create_id(person))
-        events = [app.mapper.to_domain_event(s) for s in stored]
-    finally:
-        app.close()
-    if not events:
+    fmt = _resolve_format(fmt)
+    with bootstrap(config) as services:
+        entries = services.read_models.history.person(person)
+    if not entries:
         raise click.ClickException(f"No person with Play Money ID {person} in the log.")
-    rows = []
-    hidden = {"originator_id", "originator_version", "timestamp", "meta", "originator_topic"}
-    for event in events:
-        meta = getattr(event, "meta", None) or {}
-        values = {k: v for k, v in vars(event).items() if k not in hidden}
-        rows.append(
-            {
-                "version": event.originator_version,
-                "at": iso(event.timestamp),
-                "event": event_name(event),
-                "values": ", ".join(f"{k}={v!r}" for k, v in values.items()),
-                "actor": meta.get("actor"),
-                "token": meta.get("token"),
-                "workflow": meta.get("workflow"),
-                "idempotency_key": meta.get("idempotency_key"),
-                "request_id": meta.get("request_id"),
-                "source_address": meta.get("source_address"),
-            }
-        )
-    columns = list(rows[0])
-    _emit(rows, columns, fmt, f"History of person {person} ({len(rows)} events)")
+    rows = [entry.as_dict() for entry in entries]
+    title = f"History of person {person} ({len(rows)} events)"
+    _emit(rows, list(HISTORY_COLUMNS), fmt, title)
 
 
 @click.command()
@@ -235,72 +201,51 @@ def history(config: Config, person: int, fmt: str) -> None:
 )
 @click.option("--person", type=int, help="One person: email, signup code, communities.")
 @click.option("--community", type=int, help="The members of one community.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@FORMAT_OPTION
 @click.pass_obj
 def state(
-    config: Config, as_of: datetime | None, person: int | None, community: int | None, fmt: str
+    config: Config,
+    as_of: datetime | None,
+    person: int | None,
+    community: int | None,
+    fmt: str | None,
 ) -> None:
     """Memberships and signup codes: now (from the state projection) or, with
     --as-of, as they were at that instant (replayed from the log)."""
-    from projections.model import iso, replay
+    from projections.model import iso
+    from projections.state import replayed_state
 
-    app = open_application(config)
-    try:
+    fmt = _resolve_format(fmt)
+    with bootstrap(config) as services:
+        views = services.read_models
         if as_of is not None:
-            derived = replay(app, until=as_of)
+            snapshot = replayed_state(services.app, until=as_of)
             source = f"replayed from the log as of {iso(as_of)}"
         else:
-            derived = _load_state(app, config)
-            source = f"state projection at position {derived.position}"
-    finally:
-        app.close()
-    people = sorted(derived.people.values(), key=lambda p: p.person_id)
+            _note(views.notice("state"))
+            snapshot = views.state.snapshot()
+            source = f"state projection at position {snapshot.position}"
+    people = snapshot.people
     if person is not None:
-        people = [p for p in people if p.person_id == person]
+        people = tuple(p for p in people if p.person_id == person)
         if not people:
             raise click.ClickException(f"No person with Play Money ID {person} ({source}).")
     if community is not None:
-        people = [p for p in people if community in p.communities]
+        people = tuple(p for p in people if community in p.communities)
     rows = [
         {
             "person_id": p.person_id,
             "email": p.email,
             "signup_code": p.signup_code,
-            "communities": " ".join(str(c) for c in sorted(p.communities)),
+            "communities": " ".join(str(c) for c in p.communities),
         }
         for p in people
     ]
     title = f"{len(rows)} people — {source}"
     if community is not None:
-        name = derived.communities.get(community)
+        name = snapshot.communities.get(community)
         title = f"Community {community} ({name or 'unknown'}): {title}"
     _emit(rows, ["person_id", "email", "signup_code", "communities"], fmt, title)
-
-
-def _load_state(app: Any, config: Config) -> Any:
-    from projections.model import Derived, PersonState
-    from projections.store import open_views
-    from projections.tables import StateProjection
-
-    views = open_views(app, config)
-    StateProjection(app, views).create()
-    _warn_lag(app, config, "state")
-    t = views.table
-    derived = Derived()
-    with views.read() as cursor:
-        derived.position = views.position("state", cursor)
-        views.execute(cursor, f"SELECT person_id, email, signup_code FROM {t('ops_state_people')}")
-        for r in cursor.fetchall():
-            derived.people[r["person_id"]] = PersonState(
-                r["person_id"], r["email"], r["signup_code"]
-            )
-        views.execute(cursor, f"SELECT person_id, community_id FROM {t('ops_state_memberships')}")
-        for r in cursor.fetchall():
-            if r["person_id"] in derived.people:
-                derived.people[r["person_id"]].communities.add(r["community_id"])
-        views.execute(cursor, f"SELECT community_id, name FROM {t('ops_state_communities')}")
-        derived.communities = {r["community_id"]: r["name"] for r in cursor.fetchall()}
-    return derived
 
 
 @click.command()
@@ -315,11 +260,8 @@ def verify(config: Config, no_checkpoint: bool) -> None:
     check the log's hash chain. Exits 1 on any difference."""
     from projections.verify import verify as run_verify
 
-    app = open_application(config)
-    try:
-        report = run_verify(app, config, checkpoint=not no_checkpoint)
-    finally:
-        app.close()
+    with bootstrap(config) as services:
+        report = run_verify(services.read_models, config.store, checkpoint=not no_checkpoint)
     for note in report.notes:
         click.echo(note)
     if report.ok:

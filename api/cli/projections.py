@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from api.bootstrap import open_application
+from api.bootstrap import bootstrap
 from api.config import Config
 
 
@@ -31,26 +31,36 @@ def status(config: Config, fmt: str) -> None:
     """Each projection's position, the head of the log, the lag and whether a runner is active."""
     from projections import status as projection_status
 
-    app = open_application(config)
-    try:
-        rows = projection_status(app, config)
-    finally:
-        app.close()
+    with bootstrap(config) as services:
+        rows = projection_status(services.app, config)
     if fmt == "json":
         for row in rows:
             click.echo(orjson.dumps(row).decode())
         return
     table = Table(title="Projections")
-    for column in ("projection", "position", "head", "lag", "runner"):
+    for column in ("projection", "position", "head", "lag", "runner", "version"):
         table.add_column(
             column, justify="right" if column in ("position", "head", "lag") else "left"
         )
     for row in rows:
         runner = row["runner"] + (" (paused for rebuild)" if row["paused"] else "")
         table.add_row(
-            row["projection"], str(row["position"]), str(row["head"]), str(row["lag"]), runner
+            row["projection"],
+            str(row["position"]),
+            str(row["head"]),
+            str(row["lag"]),
+            runner,
+            _version(row),
         )
     Console().print(table)
+
+
+def _version(row: dict[str, Any]) -> str:
+    if row["version"] is None:
+        return ""
+    if row["rebuild_pending"]:
+        return f"{row['version']} (rebuild to {row['code_version']} when a runner starts)"
+    return str(row["version"])
 
 
 @projections.command()
@@ -76,7 +86,6 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
     from projections import RebuildError
     from projections import rebuild as rebuild_projection
 
-    app = open_application(config)
     columns = (
         TextColumn(f"rebuilding {name}"),
         BarColumn(),
@@ -84,7 +93,11 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
         TimeRemainingColumn(),
     )
     try:
-        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        with (
+            bootstrap(config) as services,
+            Progress(*columns, console=Console(stderr=True), transient=False) as progress,
+        ):
+            app = services.app
             task = progress.add_task(name, total=app.recorder.max_notification_id() or 0)
 
             def advance(position: int, head: int) -> None:
@@ -92,7 +105,7 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
 
             position = rebuild_projection(
                 app,
-                config,
+                config.store,
                 name,
                 progress=advance,
                 wait_seconds=wait,
@@ -101,8 +114,6 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
             progress.update(task, completed=position, total=position)
     except RebuildError as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        app.close()
     click.echo(f"{name} rebuilt up to position {position}.")
 
 
@@ -123,13 +134,11 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
 
     selected = names or NAMES
     if once:
-        app = open_application(config)
-        try:
-            done = catch_up_once(app, config, selected)
-        except RebuildError as error:
-            raise click.ClickException(str(error)) from None
-        finally:
-            app.close()
+        with bootstrap(config) as services:
+            try:
+                done = catch_up_once(services.app, config, selected)
+            except RebuildError as error:
+                raise click.ClickException(str(error)) from None
         for name, count in done.items():
             click.echo(f"{name}: processed {count} event(s)")
         return
@@ -140,13 +149,16 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running = start_projections(config, selected, poll_seconds=poll, on_lag=_lag_gauge())
-    click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
-    try:
-        while not stopping.wait(1.0):
-            pass
-    finally:
-        running.stop()
+    with bootstrap(config) as services:
+        running = start_projections(
+            config, selected, app=services.app, poll_seconds=poll, on_lag=_lag_gauge()
+        )
+        click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
+        try:
+            while not stopping.wait(1.0):
+                pass
+        finally:
+            running.stop()
 
 
 def _lag_gauge() -> Any:

@@ -1,0 +1,117 @@
+"""The hash chain read model: each event's position and content, linked to the
+previous hash. `verify` recomputes it from the log; an event edited, deleted or
+reordered in SQL after it was chained is reported with its position."""
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from projections.projection import TableProjection
+from projections.store import ViewsMixin
+
+GENESIS = "0" * 64
+
+
+def content_hash(note: Any) -> str:
+    """A digest of one stored event: its position, identity, topic and content."""
+    digest = hashlib.sha256(
+        f"{note.id}\n{note.originator_id}\n{note.originator_version}\n{note.topic}\n".encode()
+    )
+    state = note.state
+    digest.update(state.encode() if isinstance(state, str) else bytes(state))
+    return digest.hexdigest()
+
+
+def chain_hash(previous: str, content: str) -> str:
+    return hashlib.sha256(f"{previous}{content}".encode()).hexdigest()
+
+
+class LogAltered(Exception):
+    """The chain shows the log changed after it was written: never rebuild over it."""
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    position: int
+    content_hash: str
+    chain_hash: str
+
+
+class ChainProjection(TableProjection):
+    name = "chain"
+    version = 1
+    topics = None
+
+    def tables(self) -> list[str]:
+        return [self.t("ops_chain")]
+
+    def ddl(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.t('ops_chain')} ("
+            "position BIGINT PRIMARY KEY, content_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)"
+        ]
+
+    def before_rebuild(self) -> None:
+        """The chain is the evidence that the log is what it was: rebuilding it over
+        an altered log would make the alteration the new truth."""
+        from projections.verify import Report, check_chain
+
+        report = Report()
+        check_chain(self.app, ChainView(self.views), report)
+        if not report.ok:
+            shown = "\n  ".join(str(finding) for finding in report.findings[:10])
+            raise LogAltered(
+                "the hash chain shows the log was altered after it was written; rebuilding "
+                f"it would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`."
+            )
+
+    def process(self, notes: Sequence[Any], expected: int) -> None:
+        table = self.t("ops_chain")
+        with self.views.write() as cursor:
+            self.views.claim(cursor, self.name, expected)
+            self.execute(cursor, f"SELECT chain_hash FROM {table} ORDER BY position DESC LIMIT 1")
+            row = cursor.fetchone()
+            previous = row["chain_hash"] if row else GENESIS
+            rows = []
+            for note in notes:
+                content = content_hash(note)
+                previous = chain_hash(previous, content)
+                rows.append((note.id, content, previous))
+            cursor.executemany(
+                self.views.sql(
+                    f"INSERT INTO {table} (position, content_hash, chain_hash) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (position) DO NOTHING"
+                ),
+                rows,
+            )
+            self.views.advance(cursor, self.name, notes[-1].id)
+
+
+class ChainView:
+    def __init__(self, views: ViewsMixin) -> None:
+        self.views = views
+
+    def position(self) -> int:
+        return self.views.position(ChainProjection.name)
+
+    def links(self, stop: int, batch: int = 1000) -> Iterator[ChainLink]:
+        """The chain in position order up to `stop` (inclusive), a page at a time."""
+        table = self.views.table("ops_chain")
+        after = 0
+        while True:
+            with self.views.read() as cursor:
+                self.views.execute(
+                    cursor,
+                    f"SELECT position, content_hash, chain_hash FROM {table} "
+                    "WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
+                    (after, stop, batch),
+                )
+                rows = [
+                    ChainLink(r["position"], r["content_hash"], r["chain_hash"])
+                    for r in cursor.fetchall()
+                ]
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].position

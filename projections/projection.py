@@ -1,0 +1,167 @@
+"""What every database projection shares: following the log in batches, each batch
+and its position in one transaction, and rebuilding itself when its layout changes.
+
+A read model (state.py, audit.py, chain.py) subclasses `TableProjection` in the
+style of the library's full-text-search example: its DDL, one
+`singledispatchmethod` handler per event type, and a VERSION. The version names
+the layout of its tables: change a table, raise the version, and the runner that
+next becomes active drops the old tables and replays the log into new ones
+(online: the API keeps appending; progress goes to the log). Tables written before
+versions existed are version 1, the 0.1.0 layout.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.dispatch import singledispatchmethod
+
+from projections.store import StalePosition, ViewsMixin
+
+log = logging.getLogger("pm_ops.projections")
+
+UNVERSIONED = 1  # tables made by 0.1.0, before versions were recorded
+PROGRESS_SECONDS = 5.0
+
+
+class TableProjection:
+    name = ""
+    version = 1
+    topics: frozenset[str] | None = None  # None: every event (the chain needs all)
+
+    def __init__(self, app: Any, views: ViewsMixin) -> None:
+        self.app = app
+        self.views = views
+        self.t = views.table
+        self._rebuilding_to: int | None = None
+        self._reported = 0.0
+
+    # --- what subclasses define --------------------------------------------
+
+    def ddl(self) -> list[str]:
+        raise NotImplementedError
+
+    def tables(self) -> list[str]:
+        raise NotImplementedError
+
+    @singledispatchmethod
+    def apply(self, event: Any, cursor: Any, position: int) -> None:
+        """Events a projection does not handle only move its position."""
+
+    def before_rebuild(self) -> None:
+        """A chance to refuse a rebuild (the chain refuses over an altered log)."""
+
+    # --- layout ---------------------------------------------------------------
+
+    def create(self) -> None:
+        """Create the tables if missing. Tables of an older layout are left as they
+        are for the runner to rebuild (readers keep reading them meanwhile)."""
+        if self.upgrade_pending():
+            self.views.create_views([])
+            return
+        self.views.create_views(self.ddl())
+        if self.views.stored_version(self.name) is None:
+            self.views.record_version(self.name, self.version)
+
+    def stored_version(self) -> int:
+        stored = self.views.stored_version(self.name)
+        if stored is not None:
+            return stored
+        return UNVERSIONED if self.position() > 0 else self.version
+
+    def upgrade_pending(self) -> bool:
+        self.views.create_views([])
+        return self.stored_version() != self.version
+
+    def on_activate(self) -> None:
+        """Called by whoever holds this projection's lock, before following the log."""
+        if not self.upgrade_pending():
+            return
+        was = self.stored_version()
+        self.before_rebuild()
+        self.reset()
+        self._rebuilding_to = self.head()
+        log.info(
+            "projection %s: tables are version %s, this release uses version %s: "
+            "rebuilding from the log (0 of %s events)",
+            self.name,
+            was,
+            self.version,
+            self._rebuilding_to,
+        )
+
+    def reset(self) -> None:
+        """Drop the tables, create them at this version, forget the position."""
+        drops = [f"DROP TABLE IF EXISTS {table}" for table in self.tables()]
+        self.views.create_views([])
+        self.views.reset(self.name, [*drops, *self.ddl()], self.version)
+
+    # --- following the log ----------------------------------------------------
+
+    def position(self) -> int:
+        return self.views.position(self.name)
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def apply_notification(self, note: Any, cursor: Any) -> None:
+        if self.topics is not None and note.topic not in self.topics:
+            return
+        self.apply(self.app.mapper.to_domain_event(note), cursor, note.id)
+
+    def process(self, notes: Sequence[Any], expected: int) -> None:
+        """Apply a batch and record its last position, all in one transaction."""
+        with self.views.write() as cursor:
+            self.views.claim(cursor, self.name, expected)
+            for note in notes:
+                self.apply_notification(note, cursor)
+            self.views.advance(cursor, self.name, notes[-1].id)
+
+    def catch_up(
+        self,
+        *,
+        batch: int = 500,
+        max_batches: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+        head: int | None = None,
+    ) -> int:
+        """Process everything up to the head of the log; returns events processed."""
+        done = 0
+        head = self.head() if head is None else head
+        position = self.position()
+        batches = 0
+        while position < head and (max_batches is None or batches < max_batches):
+            notes = self.app.recorder.select_notifications(position + 1, batch, stop=head)
+            if not notes:
+                break
+            try:
+                self.process(notes, position)
+            except StalePosition as stale:
+                log.info("%s", stale)
+                return done
+            done += len(notes)
+            batches += 1
+            position = notes[-1].id
+            self._report_rebuild(position)
+            if on_batch is not None:
+                on_batch(position)
+        return done
+
+    def _report_rebuild(self, position: int) -> None:
+        if self._rebuilding_to is None:
+            return
+        if position >= self._rebuilding_to:
+            log.info("projection %s: rebuilt up to position %s", self.name, position)
+            self._rebuilding_to = None
+        elif time.monotonic() - self._reported > PROGRESS_SECONDS:
+            log.info(
+                "projection %s: rebuilding, %s of %s events",
+                self.name,
+                position,
+                self._rebuilding_to,
+            )
+            self._reported = time.monotonic()
+
+    def execute(self, cursor: Any, statement: str, params: Any = ()) -> None:
+        self.views.execute(cursor, statement, params)
