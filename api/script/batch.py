@@ -73,8 +73,13 @@ class Pacer:
         self._sleep = sleep
 
     @classmethod
-    def per_minute(cls, rate: int) -> Pacer:
-        return cls(60.0 / rate)
+    def per_minute(
+        cls,
+        rate: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Pacer:
+        return cls(60.0 / rate, clock, sleep)
 
     def wait(self) -> None:
         now = self._clock()
