@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class RowPrinter:
     """The batch's observer: one line per row (JSON on stdout, or a failure on stderr),
     then the progress bar moves on."""
 
-    def __init__(self, screen: Screen, as_json: bool, advance: Any) -> None:
+    def __init__(self, screen: Screen, as_json: bool, advance: Callable[[int], object]) -> None:
         self._screen = screen
         self._as_json = as_json
         self._advance = advance
