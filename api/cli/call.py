@@ -239,9 +239,7 @@ def make_client(options: dict[str, Any], screen: report.Screen) -> OpsClient | N
     if not re.match(r"^https?://[^/\s]+", url):
         usage(f"the URL must look like https://host[:port], not {url!r}")
     if not token:
-        click.echo(
-            "Error: no token. Set OPS_TOKEN to the script token engineering gave you.", err=True
-        )
+        report.print_no_token()
         return None
     max_attempts = options["retries"] + 1
 

@@ -125,6 +125,10 @@ def print_result(result: Result, as_json: bool) -> None:
     click.echo(json.dumps(result.as_dict()) if as_json else result.describe())
 
 
+def print_no_token() -> None:
+    click.echo("Error: no token. Set OPS_TOKEN to the script token engineering gave you.", err=True)
+
+
 def print_error(error: OpsError, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(error.as_dict()))
