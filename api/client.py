@@ -29,24 +29,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# The exit codes of `pm-ops call`, one per "who handles it" row of the guide's status table,
+# are decided in one place outside this client; re-exported here for Python callers.
+from api.script.exit_codes import (
+    EXIT_FIX_INPUT,
+    EXIT_OK,
+    EXIT_RATE_LIMITED,
+    EXIT_SERVER,
+    EXIT_TOKEN,
+    WHO_FIXES,
+    for_status,
+)
+
+__all__ = [
+    "ADD_MEMBER_PATH",
+    "EXIT_FIX_INPUT",
+    "EXIT_OK",
+    "EXIT_RATE_LIMITED",
+    "EXIT_SERVER",
+    "EXIT_TOKEN",
+    "KEY_HEADER",
+    "SET_CODE_PATH",
+    "WHO_FIXES",
+    "MembershipResult",
+    "OpsClient",
+    "OpsError",
+    "RetryHook",
+    "SignupCodeResult",
+    "new_key",
+]
+
 ADD_MEMBER_PATH = "/api/v1/ops/people/communities/add"
 SET_CODE_PATH = "/api/v1/ops/people/code"
 KEY_HEADER = "X-CIO-Idempotency-Key"
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-
-# Exit codes of `pm-ops call`, one per "who handles it" row of the guide's status table.
-EXIT_OK = 0
-EXIT_FIX_INPUT = 1  # 400, 404, 409, 413, 415, 422 ...: you fix the input
-EXIT_TOKEN = 2  # 401, 403: the token or its permissions: tell engineering
-EXIT_SERVER = 3  # 5xx, unreachable, timed out: tell engineering
-EXIT_RATE_LIMITED = 4  # still 429 after every retry: slow down and re-run
-
-WHO_FIXES = {
-    EXIT_FIX_INPUT: "You: read the detail above and fix the input.",
-    EXIT_TOKEN: "Tell engineering: the token is invalid, rotated, or lacks this permission.",
-    EXIT_SERVER: "Tell engineering: the platform is unreachable or temporarily unhealthy.",
-    EXIT_RATE_LIMITED: "Slow down: too many requests in the last minute. Re-run later or lower --rate.",
-}
 
 
 @dataclass(frozen=True)
@@ -158,13 +174,8 @@ class OpsError(Exception):
 
     @property
     def exit_code(self) -> int:
-        if self.status is None or self.status >= 500:
-            return EXIT_SERVER
-        if self.status in (401, 403):
-            return EXIT_TOKEN
-        if self.status == 429:
-            return EXIT_RATE_LIMITED
-        return EXIT_FIX_INPUT
+        """The `pm-ops call` exit code this error ends a call with (see api.script.exit_codes)."""
+        return for_status(self.status)
 
     @property
     def who_fixes(self) -> str:

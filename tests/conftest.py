@@ -137,3 +137,28 @@ def set_code_body(person: Any = None, **attributes: Any) -> dict[str, Any]:
     if person is not None:
         attrs["personId"] = person
     return {"data": {"type": "personSignupCode", "attributes": attrs}}
+
+
+@pytest.fixture
+def server(services: Services) -> Iterator[str]:
+    """The app on a loopback port in this process (real HTTP); its base URL."""
+    from tests.helpers import serving  # helpers import this module
+
+    with serving(services) as url:
+        yield url
+
+
+@pytest.fixture
+def make_proxy(server: str) -> Iterator[Any]:
+    """Makes fault-injecting HTTP proxies in front of `server` (tests.helpers.FaultProxy)."""
+    from tests.helpers import FaultProxy
+
+    proxies: list[FaultProxy] = []
+
+    def make(plan: list[str] | None = None) -> FaultProxy:
+        proxies.append(FaultProxy(server, plan))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -1,219 +1,29 @@
-"""The script client (`pm-ops call`, api.client) against a real server on a loopback port,
-on both stores. Faults are injected at the edge by a tiny HTTP proxy, never by mocks."""
+"""The script client (`pm-ops call`, api.client) as a user runs it: a subprocess against a
+real server on a loopback port, on both stores. Faults are injected at the edge by a small
+HTTP proxy (`make_proxy`), never by mocks. The parts it is built from are tested in-process
+in test_script_*.py."""
 
-import csv
-import http.client
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from socketserver import ThreadingMixIn
-from typing import Any
-from urllib.parse import urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from api.app import create_app
 from api.client import MembershipResult, OpsClient, OpsError, SignupCodeResult
-from commands.application import PersonRow
 from tests.conftest import new_id
+from tests.helpers import (
+    call,
+    code_changes,
+    deliveries,
+    member_added,
+    more_people,
+    read_csv,
+    write_csv,
+)
 from tests.server import free_port, pm_ops
-
-# --- a real server, in this process, on a loopback port ------------------------------
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server(services) -> Iterator[str]:
-    httpd = make_server(
-        "127.0.0.1",
-        0,
-        create_app(services),
-        server_class=_ThreadingWSGIServer,
-        handler_class=_QuietHandler,
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-# --- a fault-injecting proxy ---------------------------------------------------------
-
-
-class Proxy:
-    """Forwards to the server; `plan` says what to do with the first requests:
-    "forward", "503" (answer 503 without forwarding), "forward-then-503" (the server
-    executes it, the client sees 503), "429" (answer 429 with Retry-After: 1)."""
-
-    def __init__(self, upstream: str, plan: list[str] | None = None) -> None:
-        self.upstream = urlsplit(upstream)
-        self.plan = list(plan or [])
-        self.seen: list[tuple[str, str | None, int]] = []  # path, key, status sent
-        self.times: list[float] = []
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with proxy.lock:
-                    action = proxy.plan.pop(0) if proxy.plan else "forward"
-                    proxy.times.append(time.monotonic())
-                key = self.headers.get("X-CIO-Idempotency-Key")
-                if action in ("forward", "forward-then-503"):
-                    status, headers, payload = proxy.forward(self.path, dict(self.headers), body)
-                    if action == "forward-then-503":
-                        status, headers, payload = proxy.fault(503)
-                else:
-                    status, headers, payload = proxy.fault(int(action))
-                with proxy.lock:
-                    proxy.seen.append((self.path, key, status))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def forward(
-        self, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
-        try:
-            keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
-            conn.request("POST", path, body, keep)
-            response = conn.getresponse()
-            payload = response.read()
-            relayed = [
-                (name, value)
-                for name, value in response.getheaders()
-                if name.lower() in ("content-type", "idempotent-replayed", "retry-after")
-            ]
-            return response.status, relayed, payload
-        finally:
-            conn.close()
-
-    @staticmethod
-    def fault(status: int) -> tuple[int, list[tuple[str, str]], bytes]:
-        code = {503: "unavailable", 429: "rate_limited"}[status]
-        document = {
-            "errors": [{"status": str(status), "code": code, "detail": f"injected {status}"}]
-        }
-        headers = [("Content-Type", "application/vnd.api+json")]
-        if status in (429, 503):
-            headers.append(("Retry-After", "1"))
-        return status, headers, json.dumps(document).encode()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def make_proxy(server) -> Iterator[Any]:
-    proxies: list[Proxy] = []
-
-    def make(plan: list[str] | None = None) -> Proxy:
-        proxies.append(Proxy(server, plan))
-        return proxies[-1]
-
-    yield make
-    for proxy in proxies:
-        proxy.close()
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-def count(services, suffix: str) -> int:
-    return sum(
-        1 for n in services.app.recorder.select_notifications(1, 10_000) if n.topic.endswith(suffix)
-    )
-
-
-def member_added(services) -> int:
-    return count(services, "Person.MemberAdded")
-
-
-def deliveries(services) -> int:
-    return count(services, "Delivery.Recorded")
-
-
-def code_changes(services) -> int:
-    return count(services, "Person.SignupCodeChanged")
-
-
-class Run:
-    def __init__(self, completed: subprocess.CompletedProcess) -> None:
-        self.code = completed.returncode
-        self.out = completed.stdout
-        self.err = completed.stderr
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def call(
-    url: str, token: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> Run:
-    environment = {**os.environ, "OPS_URL": url, "OPS_TOKEN": token, **(env or {})}
-    completed = subprocess.run(
-        [pm_ops(), "call", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
-    run = Run(completed)
-    secrets = [token] + [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--token"]
-    for secret in filter(None, secrets):
-        assert secret not in run.out and secret not in run.err, "the token was printed"
-    assert "Traceback" not in run.err
-    return run
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with path.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as src:
-        return list(csv.DictReader(src))
-
 
 # --- single calls: words, JSON, exit codes --------------------------------------------
 
@@ -512,15 +322,6 @@ def test_python_api_returns_typed_results_and_errors(server, directory):
 
 
 # --- --from FILE.csv ---------------------------------------------------------------------
-
-
-def more_people(services, n: int) -> list[int]:
-    ids = [new_id() for _ in range(n)]
-    tag = uuid.uuid4().hex[:8]
-    services.app.import_people(
-        [PersonRow(i + 2, pid, f"p{i}.{tag}@example.com") for i, pid in enumerate(ids)]
-    )
-    return ids
 
 
 def test_from_csv_reports_and_writes_failed_rows(server, directory, services, tmp_path):
