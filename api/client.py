@@ -1,4 +1,5 @@
-"""A small typed client for the two pm-ops operations (standard library only).
+"""A small typed client for the pm-ops operations (HTTP from the standard library;
+paths and types from the operations' declaration in commands/operations.py).
 
     from api.client import OpsClient, OpsError
 
@@ -29,8 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# The exit codes of `pm-ops call`, one per "who handles it" row of the guide's status table,
-# are decided in one place outside this client; re-exported here for Python callers.
 from api.script.exit_codes import (
     EXIT_FIX_INPUT,
     EXIT_OK,
@@ -40,6 +39,10 @@ from api.script.exit_codes import (
     WHO_FIXES,
     for_status,
 )
+
+# The exit codes of `pm-ops call`, one per "who handles it" row of the guide's status table,
+# are decided in one place outside this client; re-exported here for Python callers.
+from commands.operations import BY_NAME
 
 __all__ = [
     "ADD_MEMBER_PATH",
@@ -59,8 +62,11 @@ __all__ = [
     "new_key",
 ]
 
-ADD_MEMBER_PATH = "/api/v1/ops/people/communities/add"
-SET_CODE_PATH = "/api/v1/ops/people/code"
+# Paths and types come from the operations' one declaration (commands/operations.py).
+ADD_MEMBER = BY_NAME["add-member"]
+SET_CODE = BY_NAME["set-code"]
+ADD_MEMBER_PATH = ADD_MEMBER.path
+SET_CODE_PATH = SET_CODE.path
 KEY_HEADER = "X-CIO-Idempotency-Key"
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -252,7 +258,7 @@ class OpsClient:
         attributes = _person(person_id, email)
         attributes["communityId"] = _positive_int(community_id, "community_id")
         key = key or new_key()
-        doc, replayed = self._post(ADD_MEMBER_PATH, "communityMembership", attributes, key)
+        doc, replayed = self._post(ADD_MEMBER_PATH, ADD_MEMBER.resource_type, attributes, key)
         attrs = doc["data"]["attributes"]
         return MembershipResult(
             person_id=attrs["personId"],
@@ -276,7 +282,7 @@ class OpsClient:
         attributes = _person(person_id, email)
         attributes["code"] = code
         key = key or new_key()
-        doc, replayed = self._post(SET_CODE_PATH, "personSignupCode", attributes, key)
+        doc, replayed = self._post(SET_CODE_PATH, SET_CODE.resource_type, attributes, key)
         attrs = doc["data"]["attributes"]
         return SignupCodeResult(
             person_id=attrs["personId"],
