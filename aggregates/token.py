@@ -7,7 +7,9 @@ from eventsourcing.domain import Aggregate, event
 
 from aggregates.ids import derived_id
 
-SCOPES = ("community:add", "code:set")
+OPERATION_SCOPES = ("community:add", "code:set")
+AUDIT_SCOPE = "audit:read"  # opens the auditors' console, and nothing else
+SCOPES = (*OPERATION_SCOPES, AUDIT_SCOPE)
 
 
 def hash_secret(secret: str) -> str:

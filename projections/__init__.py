@@ -3,6 +3,7 @@
 - state: memberships and current signup codes;
 - audit: one entry per change, with who and why;
 - chain: a hash chain over the log, for `pm-ops verify`;
+- activity: calls by hour and outcome, refused calls (the auditors' console);
 - slack: the #ops-webhooks feed (console sink without SLACK_BOT_TOKEN).
 """
 
@@ -13,14 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.config import Config
+from projections.activity import ActivityProjection
 from projections.runner import Runner, make_lock
 from projections.slack import SlackFeed, make_sink
 from projections.store import ViewsMixin, open_views
-from projections.tables import DB_PROJECTIONS, TableProjection
+from projections.tables import DB_PROJECTIONS as TABLE_PROJECTIONS
+from projections.tables import TableProjection
 
 log = logging.getLogger("pm_ops.projections")
 
-NAMES = ("state", "audit", "chain", "slack")
+NAMES = ("state", "audit", "chain", "activity", "slack")
+DB_PROJECTIONS: dict[str, type[TableProjection]] = {
+    **TABLE_PROJECTIONS,
+    "activity": ActivityProjection,
+}
 
 
 class RebuildError(Exception):

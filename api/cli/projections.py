@@ -21,7 +21,8 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def projections() -> None:
-    """Read models and the Slack feed built from the event log (state, audit, chain, slack)."""
+    """Read models and the Slack feed built from the event log (state, audit, chain, activity,
+    slack)."""
 
 
 @projections.command()
@@ -54,7 +55,7 @@ def status(config: Config, fmt: str) -> None:
 
 
 @projections.command()
-@click.argument("name", type=click.Choice(["state", "audit", "chain"]))
+@click.argument("name", type=click.Choice(["state", "audit", "chain", "activity"]))
 @click.option(
     "--wait",
     default=30.0,
@@ -111,7 +112,7 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
     "--only",
     "names",
     multiple=True,
-    type=click.Choice(["state", "audit", "chain", "slack"]),
+    type=click.Choice(["state", "audit", "chain", "activity", "slack"]),
     help="Run only these projections (repeat); default all.",
 )
 @click.option("--once", is_flag=True, help="Catch up to the head of the log, then exit.")

@@ -2,7 +2,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from aggregates.token import SCOPES
+from aggregates.token import OPERATION_SCOPES, SCOPES
 from api.bootstrap import open_application
 from api.config import Config
 from api.parsing import has_control
@@ -25,7 +25,7 @@ def tokens() -> None:
     "scopes",
     multiple=True,
     type=click.Choice(SCOPES),
-    help="Repeat for each permission; default both.",
+    help="Repeat for each permission; default both operations (audit:read opens the console).",
 )
 @click.option("--allow-cidr", "cidrs", multiple=True, help="Only accept calls from these networks.")
 @click.option(
@@ -67,13 +67,14 @@ def issue(
     token = app.issue_token(
         name,
         actor,
-        list(scopes or SCOPES),
+        list(scopes or OPERATION_SCOPES),
         list(cidrs),
         rate_limit,
         cio_signing_key,
     )
     click.echo(
-        f"Issued token {name!r} for {actor!r} with scopes {', '.join(scopes or SCOPES)}.", err=True
+        f"Issued token {name!r} for {actor!r} with scopes {', '.join(scopes or OPERATION_SCOPES)}.",
+        err=True,
     )
     click.echo("Store it now: it is shown once and only its hash is kept.", err=True)
     click.echo(token)
