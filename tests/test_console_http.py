@@ -288,3 +288,24 @@ def test_activity_counts_calls_and_lists_refusals_with_detail(client, directory)
     assert refused.json["errors"][0]["detail"].split("(")[0].strip()[:30] in refusals.replace(
         "&#39;", "'"
     ).replace("&#34;", '"')
+
+
+def test_verify_runs_in_the_background_and_keeps_its_result(client, directory):
+    set_codes(client, directory, 2)
+    catch_up(directory)
+    cookie = sign_in(client, audit_token(directory))
+    page = client.simulate_get("/console/integrity", headers=cookie)
+    started = client.simulate_post(
+        "/console/integrity/verify", body=f"csrf={csrf_of(page.text)}", headers={**cookie, **FORM}
+    )
+    assert started.status_code == 303
+    run = re.search(r"run=([0-9a-f]+)", started.headers["location"]).group(1)
+    deadline = time.monotonic() + 20
+    while not (
+        progress := client.simulate_get(f"/console/integrity/verify/{run}", headers=cookie)
+    ).json["finished"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert progress.json["ok"] is True and progress.json["step"] == progress.json["steps"]
+    page = client.simulate_get("/console/integrity", headers=cookie)
+    assert "OK — the projections match the log" in page.text and "started by" in page.text

@@ -124,7 +124,7 @@ def build_chart(hours: list[str], counts: list[HourlyCount], dimension: str) -> 
     days: list[DayMark] = []
     for index, hour in enumerate(hours):
         x = LEFT + index * BAR
-        if hour.endswith("T00:00Z") or index == 0:
+        if hour.endswith("T00:00Z") or (index == 0 and int(hour[11:13]) <= 12):
             days.append(DayMark(x, hour[5:10]))
         base = float(TOP + HEIGHT)
         for s in series:
