@@ -63,6 +63,9 @@ def test_logged_out_is_sent_to_sign_in(client):
     assert client.simulate_get("/console").status_code == 303
     assert client.simulate_get("/console/audit.csv").status_code == 303
     assert client.simulate_post("/console/integrity/verify").status_code == 303
+    missing = client.simulate_get("/console/nowhere")
+    assert missing.status_code == 404 and "No such page" in missing.text
+    assert client.simulate_get("/console/static/console.css").status_code == 200
 
 
 def test_audit_token_signs_in_with_a_strict_http_only_cookie(client, directory):
@@ -309,3 +312,36 @@ def test_verify_runs_in_the_background_and_keeps_its_result(client, directory):
     assert progress.json["ok"] is True and progress.json["step"] == progress.json["steps"]
     page = client.simulate_get("/console/integrity", headers=cookie)
     assert "OK — the projections match the log" in page.text and "started by" in page.text
+
+
+def test_tokens_issue_defaults_to_the_operation_scopes_and_issues_audit_tokens(config, services):
+    from click.testing import CliRunner
+
+    from api.cli import cli
+    from api.cli import tokens as tokens_cli
+
+    tokens_cli.register(cli)
+
+    def issue(*scope: str) -> list[str]:
+        name = f"cli-{uuid.uuid4().hex[:8]}"
+        result = CliRunner().invoke(
+            cli,
+            [
+                "--database-url",
+                config.database_url,
+                "tokens",
+                "issue",
+                "--name",
+                name,
+                "--actor",
+                "Audit",
+                *scope,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        token = services.app.authenticate(result.stdout.strip().splitlines()[-1])
+        assert token is not None
+        return token.scopes
+
+    assert issue() == ["community:add", "code:set"]
+    assert issue("--scope", "audit:read") == ["audit:read"]

@@ -98,3 +98,4 @@ def mount(app: falcon.App, services: Services) -> None:
     for path, resource in routes.items():
         app.add_route(path, resource)
     app.add_static_route("/console/static", Path(__file__).parent / "static")
+    app.add_sink(pages.not_found, r"^/console/(?!static/)")

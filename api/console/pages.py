@@ -393,3 +393,15 @@ class VerifyProgress(Page):
         if run is None:
             raise falcon.HTTPNotFound(description="No such verify run.")
         resp.media = progress(run)
+
+
+def not_found(req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+    """Any other /console/... address: a page, not the API's JSON error."""
+    render(
+        resp,
+        "error.html",
+        404,
+        title="No such page",
+        message="There is no console page at this address.",
+        viewer=None,
+    )
