@@ -101,10 +101,22 @@ def caught_up(services) -> None:
 
 
 def sign_in(page, base: str, token: str) -> None:
+    """By keyboard alone: the token field has the focus; Enter submits."""
     page.goto(f"{base}/console/audit")
     assert "/console/sign-in" in page.url  # no session: sent to sign in
-    page.get_by_label("Audit token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    assert page.evaluate("document.activeElement.id") == "token"
+    page.keyboard.insert_text(token)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def assert_every_control_labelled(page) -> None:
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label'))
+            .map(el => el.name)"""
+    )
+    assert unlabelled == []
 
 
 def audit_positions(page) -> list[int]:
@@ -120,6 +132,7 @@ def test_an_auditor_answers_who_changed_a_code_when_and_from_which_workflow(
         # No token, and an operation token, do not get in.
         page.goto(f"{base}/console/integrity")
         assert "/console/sign-in" in page.url
+        assert_every_control_labelled(page)
         shoot(page, config, "sign-in")
         sign_in(page, base, directory.token)
         assert "cannot open the console" in page.get_by_role("alert").inner_text()
@@ -139,6 +152,7 @@ def test_an_auditor_answers_who_changed_a_code_when_and_from_which_workflow(
         everything = audit_positions(page)
         row = page.locator("#audit-table tbody tr", has_text="Winter campaign")
         assert "VC-Old → VC-New" in row.inner_text()
+        assert_every_control_labelled(page)
         shoot(page, config, "audit")
 
         # Filters narrow the table; the downloads hold exactly what it shows.
@@ -162,6 +176,7 @@ def test_an_auditor_answers_who_changed_a_code_when_and_from_which_workflow(
         page.get_by_label("Date and time (UTC)").fill(between)
         page.get_by_role("button", name="Show state then").click()
         assert page.locator("#as-of-code").inner_text() == "VC-Old"
+        assert_every_control_labelled(page)
         shoot(page, config, "person")
 
         page.get_by_role("link", name="Activity").click()
@@ -169,6 +184,7 @@ def test_an_auditor_answers_who_changed_a_code_when_and_from_which_workflow(
         page.get_by_role("button", name="Show").click()
         assert page.locator("svg[role=img] rect").count() >= 2
         assert "Winter campaign" in page.locator("#activity-totals").inner_text()
+        assert_every_control_labelled(page)
         shoot(page, config, "activity")
 
         page.get_by_role("link", name="Integrity").click()
@@ -176,6 +192,7 @@ def test_an_auditor_answers_who_changed_a_code_when_and_from_which_workflow(
         result = page.locator("#verify-result")
         result.wait_for()
         assert "OK" in result.inner_text()
+        assert_every_control_labelled(page)
         shoot(page, config, "integrity")
 
         page.get_by_role("button", name="Sign out").click()

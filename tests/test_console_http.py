@@ -345,3 +345,23 @@ def test_tokens_issue_defaults_to_the_operation_scopes_and_issues_audit_tokens(c
 
     assert issue() == ["community:add", "code:set"]
     assert issue("--scope", "audit:read") == ["audit:read"]
+
+
+def test_activity_projection_rebuilds_from_the_log(client, directory):
+    from projections import rebuild
+
+    set_codes(client, directory, 3)
+    catch_up(directory)
+    cookie = sign_in(client, audit_token(directory))
+
+    def totals() -> str:
+        page = client.simulate_get("/console/activity", headers=cookie)
+        return page.text.split('id="activity-totals"', 1)[1].split("</table>", 1)[0]
+
+    before = totals()
+    assert '<td class="num">3</td>' in before
+    services = directory.services
+    assert rebuild(services.app, services.config, "activity") == (
+        services.app.recorder.max_notification_id()
+    )
+    assert totals() == before
