@@ -8,6 +8,7 @@ import orjson
 from eventsourcing.persistence import PersistenceError
 
 from api.bootstrap import Services
+from api.console import mount as mount_console
 from api.gate import Gate, Refused, client_address
 from api.openapi import openapi_document
 from api.resources import (
@@ -148,6 +149,7 @@ def create_app(services: Services) -> falcon.App:
     app.add_route("/readyz", ReadyResource(services.app.recorder.max_notification_id))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(services.config.public_url)))
     app.add_route("/metrics", MetricsResource(services.metrics))
+    mount_console(app, services)  # the auditors' console at /console
 
     # Falcon picks the most specific handler by exception class.
     app.add_error_handler(Exception, render_unexpected)

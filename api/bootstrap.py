@@ -67,6 +67,9 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
         )
         if create_tables:
             rate_limiter.create_table()
+            from api.console.store import ConsoleStore  # (api.console imports this module)
+
+            ConsoleStore(app.recorder.datastore, config.store).create_tables()  # type: ignore[attr-defined]
     except BaseException:
         app.close()
         raise

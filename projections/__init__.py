@@ -3,6 +3,7 @@
 - state: memberships and current signup codes (state.py);
 - audit: one entry per change, with who and why (audit.py);
 - chain: a hash chain over the log, for `pm-ops verify` (chain.py);
+- activity: calls by hour and outcome, refused calls, for the auditors' console (activity.py);
 - slack: the #ops-webhooks feed (console sink without SLACK_BOT_TOKEN).
 
 Nothing here reads the environment or imports api/: the composition root

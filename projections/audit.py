@@ -145,27 +145,41 @@ class AuditView:
         return self.views.position(AuditProjection.name)
 
     def search(
-        self, filters: AuditFilters, after: int | None = None, limit: int = 100
+        self,
+        filters: AuditFilters,
+        after: int | None = None,
+        limit: int = 100,
+        *,
+        before: int | None = None,
+        stop: int | None = None,
+        newest_first: bool = False,
     ) -> list[AuditEntry]:
-        """Up to `limit` entries in log order, after position `after` (the last
-        position of the previous page)."""
+        """Up to `limit` entries after position `after` and/or before `before` (the
+        keyset of the previous page; never OFFSET), up to position `stop`, in log
+        order or newest first."""
         where, params = self._where(filters)
-        if after is not None:
-            where.append("position > %s")
-            params.append(after)
+        for clause, value in (("position > %s", after), ("position < %s", before)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if stop is not None:
+            where.append("position <= %s")
+            params.append(stop)
         statement = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {self.t('ops_audit')}"
         if where:
             statement += " WHERE " + " AND ".join(where)
-        statement += " ORDER BY position LIMIT %s"
+        statement += f" ORDER BY position {'DESC' if newest_first else 'ASC'} LIMIT %s"
         with self.views.read() as cursor:
             self.views.execute(cursor, statement, [*params, limit])
             return [AuditEntry(**{c: r[c] for c in AUDIT_COLUMNS}) for r in cursor.fetchall()]
 
-    def entries(self, filters: AuditFilters, batch: int = 1000) -> Iterator[AuditEntry]:
-        """Every matching entry in log order, a page at a time."""
+    def entries(
+        self, filters: AuditFilters, batch: int = 1000, stop: int | None = None
+    ) -> Iterator[AuditEntry]:
+        """Every matching entry in log order (up to position `stop`), a page at a time."""
         after: int | None = None
         while True:
-            page = self.search(filters, after, batch)
+            page = self.search(filters, after, batch, stop=stop)
             yield from page
             if len(page) < batch:
                 return

@@ -95,6 +95,17 @@ class ChainView:
     def position(self) -> int:
         return self.views.position(ChainProjection.name)
 
+    def head(self) -> ChainLink | None:
+        """The newest link: what the chain vouches for, up to its position."""
+        with self.views.read() as cursor:
+            self.views.execute(
+                cursor,
+                f"SELECT position, content_hash, chain_hash FROM {self.views.table('ops_chain')} "
+                "ORDER BY position DESC LIMIT 1",
+            )
+            row = cursor.fetchone()
+        return ChainLink(row["position"], row["content_hash"], row["chain_hash"]) if row else None
+
     def links(self, stop: int, batch: int = 1000) -> Iterator[ChainLink]:
         """The chain in position order up to `stop` (inclusive), a page at a time."""
         table = self.views.table("ops_chain")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from commands.store import Store
+from projections.activity import ActivityProjection
 from projections.audit import AuditProjection, AuditView
 from projections.chain import ChainProjection, ChainView
 from projections.history import HistoryView
@@ -18,6 +19,7 @@ DB_PROJECTIONS: dict[str, type[TableProjection]] = {
     "state": StateProjection,
     "audit": AuditProjection,
     "chain": ChainProjection,
+    "activity": ActivityProjection,
 }
 
 

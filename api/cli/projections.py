@@ -13,6 +13,8 @@ from rich.table import Table
 
 from api.bootstrap import bootstrap
 from api.config import Config
+from projections import NAMES
+from projections.read_models import DB_PROJECTIONS
 
 
 def register(cli: click.Group) -> None:
@@ -21,7 +23,8 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def projections() -> None:
-    """Read models and the Slack feed built from the event log (state, audit, chain, slack)."""
+    """Read models and the Slack feed built from the event log (state, audit, chain, activity,
+    slack)."""
 
 
 @projections.command()
@@ -64,7 +67,7 @@ def _version(row: dict[str, Any]) -> str:
 
 
 @projections.command()
-@click.argument("name", type=click.Choice(["state", "audit", "chain"]))
+@click.argument("name", type=click.Choice(list(DB_PROJECTIONS)))
 @click.option(
     "--wait",
     default=30.0,
@@ -122,7 +125,7 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
     "--only",
     "names",
     multiple=True,
-    type=click.Choice(["state", "audit", "chain", "slack"]),
+    type=click.Choice(list(NAMES)),
     help="Run only these projections (repeat); default all.",
 )
 @click.option("--once", is_flag=True, help="Catch up to the head of the log, then exit.")

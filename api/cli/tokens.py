@@ -27,7 +27,8 @@ def tokens() -> None:
     "scopes",
     multiple=True,
     type=click.Choice(SCOPES),
-    help=f"Repeat for each permission; default {' and '.join(DEFAULT_SCOPES)}.",
+    help=f"Repeat for each permission; default {' and '.join(DEFAULT_SCOPES)} "
+    "(audit:read opens the auditors' console, and nothing else).",
 )
 @click.option("--allow-cidr", "cidrs", multiple=True, help="Only accept calls from these networks.")
 @click.option(

@@ -1,0 +1,182 @@
+"""The activity read model: one row per call that reached the service after
+authentication (a delivery record or a rejected call), for the console's
+calls-per-hour chart and its list of refused calls.
+
+Outcomes are the ones an auditor reads: `changed` (something was written),
+`no-op` (already so; nothing written) and `refused` (a 4xx the caller must fix).
+Idempotent replays leave no record in the log, so they are not counted here.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.utils import get_topic
+
+from aggregates import Delivery, RejectedCall
+from commands.operations import OPERATIONS
+from projections.model import iso
+from projections.projection import TableProjection
+from projections.store import ViewsMixin
+
+OUTCOMES = ("changed", "no-op", "refused")
+DIMENSIONS = ("outcome", "workflow", "actor")
+# The outcomes that wrote a change, as each operation declares them.
+CHANGED = frozenset(
+    name for op in OPERATIONS for name, outcome in op.outcomes.items() if outcome.changed
+)
+ACTIVITY_COLUMNS = (
+    "position",
+    "at",
+    "hour",
+    "operation",
+    "outcome",
+    "status",
+    "code",
+    "detail",
+    "person_id",
+    "actor",
+    "token",
+    "workflow",
+    "idempotency_key",
+    "request_id",
+    "source_address",
+)
+
+
+def hour_of(moment: datetime) -> str:
+    """The hour bucket an instant falls in, as fixed-width UTC text (sorts as time)."""
+    return iso(moment)[:13] + ":00Z"
+
+
+def _document(body: str) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _delivery_facts(event: Any) -> tuple[str, str | None, str | None, int | None]:
+    """outcome, error code, error detail and person id of a delivery record."""
+    document = _document(event.body)
+    if event.status != 200:
+        errors = document.get("errors") or [{}]
+        return "refused", event.outcome, errors[0].get("detail"), None
+    attributes = (document.get("data") or {}).get("attributes") or {}
+    person = attributes.get("personId")
+    outcome = "changed" if event.outcome in CHANGED else "no-op"
+    return outcome, None, None, person if isinstance(person, int) else None
+
+
+class ActivityProjection(TableProjection):
+    """Calls by hour, outcome, workflow and actor; refused calls with their detail."""
+
+    name = "activity"
+    topics = frozenset({get_topic(Delivery.Recorded), get_topic(RejectedCall.Recorded)})
+
+    def tables(self) -> list[str]:
+        return [self.t("ops_activity")]
+
+    def ddl(self) -> list[str]:
+        table = self.t("ops_activity")
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "position BIGINT PRIMARY KEY, at TEXT NOT NULL, hour TEXT NOT NULL, "
+            "operation TEXT NOT NULL, outcome TEXT NOT NULL, status INTEGER NOT NULL, "
+            "code TEXT, detail TEXT, person_id BIGINT, actor TEXT, token TEXT, workflow TEXT, "
+            "idempotency_key TEXT, request_id TEXT, source_address TEXT)",
+            f"CREATE INDEX IF NOT EXISTS ops_activity_hour ON {table} (hour)",
+        ]
+
+    @singledispatchmethod
+    def apply(self, event: Any, cursor: Any, position: int) -> None:
+        pass
+
+    @apply.register
+    def _delivery(self, event: Delivery.Recorded, cursor: Any, position: int) -> None:
+        outcome, code, detail, person = _delivery_facts(event)
+        self._record(event, cursor, position, outcome, code, detail, person)
+
+    @apply.register
+    def _rejected(self, event: RejectedCall.Recorded, cursor: Any, position: int) -> None:
+        self._record(event, cursor, position, "refused", event.code, event.detail, None)
+
+    def _record(
+        self,
+        event: Any,
+        cursor: Any,
+        position: int,
+        outcome: str,
+        code: str | None,
+        detail: str | None,
+        person_id: int | None,
+    ) -> None:
+        meta: dict[str, Any] = getattr(event, "meta", None) or {}
+        row = (
+            position,
+            iso(event.timestamp),
+            hour_of(event.timestamp),
+            event.operation,
+            outcome,
+            event.status,
+            code,
+            detail,
+            person_id,
+            meta.get("actor"),
+            meta.get("token"),
+            meta.get("workflow"),
+            meta.get("idempotency_key"),
+            meta.get("request_id"),
+            meta.get("source_address"),
+        )
+        self.execute(
+            cursor,
+            f"INSERT INTO {self.t('ops_activity')} ({', '.join(ACTIVITY_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(ACTIVITY_COLUMNS))}) "
+            "ON CONFLICT (position) DO NOTHING",
+            row,
+        )
+
+
+# --- queries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourlyCount:
+    hour: str
+    outcome: str
+    group: str | None  # the workflow or actor (None: none was given); the outcome itself
+    calls: int
+
+
+def hourly_counts(views: ViewsMixin, since: datetime, dimension: str) -> list[HourlyCount]:
+    """Calls per hour from `since` on, by outcome and by one dimension."""
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}")
+    column = dimension  # checked against DIMENSIONS: safe to name in SQL
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"SELECT hour, outcome, {column} AS grp, COUNT(*) AS calls "
+            f"FROM {views.table('ops_activity')} WHERE hour >= %s "
+            f"GROUP BY hour, outcome, {column} ORDER BY hour",
+            (hour_of(since),),
+        )
+        rows: Sequence[Any] = cursor.fetchall()
+    return [HourlyCount(r["hour"], r["outcome"], r["grp"], int(r["calls"])) for r in rows]
+
+
+def refused_calls(views: ViewsMixin, since: datetime, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest refused calls since `since`, newest first, with their detail."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"SELECT {', '.join(ACTIVITY_COLUMNS)} FROM {views.table('ops_activity')} "
+            "WHERE outcome = 'refused' AND hour >= %s ORDER BY position DESC LIMIT %s",
+            (hour_of(since), limit),
+        )
+        return [{c: r[c] for c in ACTIVITY_COLUMNS} for r in cursor.fetchall()]
