@@ -1,4 +1,4 @@
-"""Run the real `pm-ops serve` (gunicorn) on a free loopback port, for tests."""
+"""Run the real `pm-ops serve` (granian) on a free loopback port, for tests."""
 
 import os
 import shutil
