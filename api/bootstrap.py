@@ -9,6 +9,7 @@ from functools import cached_property
 from api.config import Config
 from api.metrics import Metrics
 from api.rate_limit import RateLimiter
+from commands import circuit
 from commands.application import OpsApplication
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
@@ -42,6 +43,8 @@ def open_application(config: Config, *, create_tables: bool = True) -> OpsApplic
 
 def build_services(config: Config, *, create_tables: bool = True) -> Services:
     app = open_application(config, create_tables=create_tables)
+    if config.is_postgres:  # requests fail fast while the store is unreachable
+        circuit.install(app.recorder.datastore)  # type: ignore[attr-defined]
     try:
         rate_limiter = RateLimiter(
             app.recorder.datastore,  # type: ignore[attr-defined]
