@@ -102,7 +102,10 @@ def _serve(
     master = os.getpid()
 
     def load_app() -> Any:  # runs in each forked worker
-        die_with_parent(master)
+        # SIGKILL: until granian installs the worker's own handlers, it still has the
+        # master's, which would swallow a SIGTERM. A worker without its master is lost
+        # anyway; a call it was running is retried under the same key.
+        die_with_parent(master, signal.SIGKILL)
         from api.app import create_app
         from api.bootstrap import build_services
         from api.wsgi_guard import Guard
