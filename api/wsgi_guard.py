@@ -9,6 +9,7 @@ api/cli/serve.py); these limits sit below its buffer so an oversized but well-fo
 request is told why, in the same shape as every other refusal."""
 
 import io
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from api.gate import MAX_BODY_BYTES
 from commands.documents import Problem
 
+log = logging.getLogger("pm_ops.serve")
+
+RETRY_START_SECONDS = 0.5
 MAX_TARGET_BYTES = 4 * 1024  # path + query string
 MAX_HEAD_BYTES = 16 * 1024  # every header name and value together
 JSONAPI = "application/vnd.api+json"
@@ -84,10 +88,48 @@ def _buffer_body(environ: dict[str, Any]) -> None:
     environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
 
 
-def _refuse(problem: Problem, start_response: Callable[..., Any]) -> list[bytes]:
+class Starting:
+    """The app, once it can be built. A worker (re)started while the store is down
+    cannot build it (the recorder reads the database's types); rather than crash,
+    and have the server give up on a crash loop, it answers 503 (and /healthz 200)
+    and keeps trying in the background."""
+
+    def __init__(self, build: Callable[[], WSGIApp], unavailable: Problem) -> None:
+        self._build = build
+        self._unavailable = unavailable
+        self._app: WSGIApp | None = None
+        try:
+            self._app = build()
+        except Exception as error:
+            log.warning("store unreachable at start (%s); answering 503 meanwhile", error)
+            threading.Thread(target=self._keep_building, name="pm-ops-start", daemon=True).start()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        app = self._app
+        if app is not None:
+            return app(environ, start_response)
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"status":"ok"}']
+        return _refuse(self._unavailable, start_response, close=False)
+
+    def _keep_building(self) -> None:
+        while self._app is None:
+            threading.Event().wait(RETRY_START_SECONDS)
+            try:
+                self._app = self._build()
+            except Exception as error:
+                log.debug("still cannot start: %s", error)
+        log.warning("store reachable: serving")
+
+
+def _refuse(
+    problem: Problem, start_response: Callable[..., Any], close: bool = True
+) -> list[bytes]:
     body = problem.document()
+    headers = [("Content-Type", JSONAPI), ("Content-Length", str(len(body))), *problem.headers]
     start_response(
         f"{problem.status} {problem.title}",
-        [("Content-Type", JSONAPI), ("Content-Length", str(len(body))), ("Connection", "close")],
+        headers + ([("Connection", "close")] if close else []),
     )
     return [body]

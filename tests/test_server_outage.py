@@ -2,6 +2,8 @@
 recovery — and a restart mid-load loses and duplicates nothing."""
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ import pytest
 
 from tests.conftest import add_member_body
 from tests.pg_cluster import Cluster, wait_until
-from tests.server import ADD, get, post, running_server, seed
+from tests.server import ADD, descendants, get, post, running_server_process, seed
 
 POST_BOUND = 2.0
 READY_BOUND = 1.0
@@ -31,10 +33,15 @@ def cluster() -> Iterator[Cluster]:
 def test_store_down_answers_503_within_bounds_then_recovers(cluster):
     data = seed(cluster.url)
     body = add_member_body(data.people[0], data.communities[0])
-    with running_server(cluster.url, "--no-projections", "--workers", "2") as base:
+    with running_server_process(cluster.url, "--no-projections", "--workers", "2") as (
+        base,
+        serve,
+    ):
         assert post(base, ADD, body, data.token, str(uuid.uuid4()))[0] == 200
         cluster.stop()
         try:
+            # A worker that dies now comes back without the store, and serves 503s too.
+            os.kill(sorted(descendants(serve.pid))[0], signal.SIGKILL)
             with ThreadPoolExecutor(40) as pool:
                 answers = list(
                     pool.map(
@@ -66,4 +73,5 @@ def test_store_down_answers_503_within_bounds_then_recovers(cluster):
             ),
             timeout=RECOVERY_BOUND,
         )
+        assert serve.poll() is None, "serve outlived the outage"
         print(f"outage: slowest 503 {slowest:.2f} s; recovered {recovered:.2f} s after restart")

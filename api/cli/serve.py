@@ -106,11 +106,15 @@ def _serve(
         # master's, which would swallow a SIGTERM. A worker without its master is lost
         # anyway; a call it was running is retried under the same key.
         die_with_parent(master, signal.SIGKILL)
-        from api.app import create_app
+        from api.app import UNAVAILABLE, create_app
         from api.bootstrap import build_services
-        from api.wsgi_guard import Guard
+        from api.wsgi_guard import Guard, Starting
 
-        return Guard(create_app(build_services(config, create_tables=False)), threads)
+        def build() -> Any:
+            _reach(config)  # a failed build leaves a pool behind: try the door first
+            return create_app(build_services(config, create_tables=False))
+
+        return Guard(Starting(build, UNAVAILABLE), threads)
 
     click.echo(
         f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
@@ -121,6 +125,22 @@ def _serve(
     finally:
         if projections is not None:
             projections.stop()
+
+
+def _reach(config: Config) -> None:
+    """Raise unless the store answers (PostgreSQL: one short connection)."""
+    if config.is_postgres:
+        import psycopg
+
+        env = config.eventsourcing_env()
+        psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"],
+            connect_timeout=2,
+        ).close()
 
 
 def _granian(
