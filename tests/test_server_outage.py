@@ -42,6 +42,7 @@ def test_store_down_answers_503_within_bounds_then_recovers(cluster):
         try:
             # A worker that dies now comes back without the store, and serves 503s too.
             os.kill(sorted(descendants(serve.pid))[0], signal.SIGKILL)
+            time.sleep(1)  # (calls it had in hand are lost with it: that is not the point)
             with ThreadPoolExecutor(40) as pool:
                 answers = list(
                     pool.map(
