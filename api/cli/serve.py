@@ -28,7 +28,7 @@ log = logging.getLogger("pm_ops.serve")
 CONNECTIONS_PER_WORKER = 1024  # the connection bound; more wait in the listen backlog
 BACKLOG = 2048
 HEADER_READ_TIMEOUT_MS = 5_000  # a request head (and an idle keep-alive) gets this long
-SERVER_BUFFER_BYTES = 64 * 1024  # a head beyond this is refused by the server itself (431)
+SERVER_BUFFER_BYTES = 64 * 1024  # the read buffer; far larger heads get its own bare 431
 WORKER_STOP_SECONDS = 3  # then a worker that has not finished is killed
 PROJECTIONS_STOP_SECONDS = 3
 
