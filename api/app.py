@@ -100,19 +100,21 @@ def render_http_error(
         resp.set_header(name, value)
 
 
+UNAVAILABLE = Problem(
+    503,
+    "unavailable",
+    "Temporarily unavailable",
+    "The ops store is temporarily unreachable. Retry later with the same idempotency key; "
+    "if it persists, tell engineering.",
+    headers=(("Retry-After", "1"),),
+)
+
+
 def render_unavailable(
     req: falcon.Request, resp: falcon.Response, error: Exception, _params: Any
 ) -> None:
     log.warning("store unavailable: %s", type(error).__name__)
-    problem = Problem(
-        503,
-        "unavailable",
-        "Temporarily unavailable",
-        "The ops store is temporarily unreachable. Retry later with the same idempotency key; "
-        "if it persists, tell engineering.",
-        headers=(("Retry-After", "1"),),
-    )
-    render_problem(req, resp, problem, _params)
+    render_problem(req, resp, UNAVAILABLE, _params)
 
 
 def render_unexpected(

@@ -10,6 +10,7 @@ from pathlib import Path
 from api.config import Config
 from api.metrics import Metrics
 from api.rate_limit import RateLimiter
+from commands import circuit
 from commands.application import OpsApplication
 from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
@@ -60,6 +61,8 @@ def secret_key(config: Config) -> str | None:
 
 def build_services(config: Config, *, create_tables: bool = True) -> Services:
     app = open_application(config, create_tables=create_tables)
+    if config.is_postgres:  # requests fail fast while the store is unreachable
+        circuit.install(app.recorder.datastore)  # type: ignore[attr-defined]
     try:
         rate_limiter = RateLimiter(
             app.recorder.datastore,  # type: ignore[attr-defined]

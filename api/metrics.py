@@ -1,5 +1,5 @@
 """Prometheus metrics. A registry per app (no import-time globals); under
-gunicorn, PROMETHEUS_MULTIPROC_DIR makes /metrics add up every process.
+serve, PROMETHEUS_MULTIPROC_DIR makes /metrics add up every process.
 
 prometheus_client decides at import whether values live in process memory or in
 the shared directory, and `serve` sets that directory only once it runs: so the

@@ -67,6 +67,14 @@ class PostgresLock:
             "connect_timeout": 5,
             "autocommit": True,
             "application_name": f"pm-ops projection {name}",
+            # The lock lives as long as this connection: if our host vanishes without
+            # closing it, the server drops it (and the lock) within ~20 s, not hours.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+            "-c tcp_keepalives_count=2",
         }
         self._key = advisory_key("projection", str(store.schema), name)
         self._conn: psycopg.Connection[Any] | None = None

@@ -1,4 +1,4 @@
-"""The real server (gunicorn, several worker processes) under concurrent calls."""
+"""The real server (granian, several worker processes) under concurrent calls."""
 
 import json
 import urllib.error

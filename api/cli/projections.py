@@ -13,6 +13,7 @@ from rich.table import Table
 
 from api.bootstrap import bootstrap
 from api.config import Config
+from api.lifeline import die_with_parent, expected_parent, parent_alive
 from projections import NAMES
 from projections.read_models import DB_PROJECTIONS
 
@@ -152,6 +153,9 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    parent = expected_parent()  # set when serve started us: we die with it
+    if parent is not None:
+        die_with_parent(parent)
     with bootstrap(config) as services:
         running = start_projections(
             config, selected, app=services.app, poll_seconds=poll, on_lag=_lag_gauge()
@@ -159,7 +163,8 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
         click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
         try:
             while not stopping.wait(1.0):
-                pass
+                if parent is not None and not parent_alive(parent):
+                    break
         finally:
             running.stop()
 

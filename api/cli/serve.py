@@ -1,5 +1,16 @@
+"""`pm-ops serve`: the API on granian, and the projections in a child process.
+
+Granian does the HTTP in Rust (tokio): a connection costs a task, not a Python
+thread, so clients that send half their headers hold nothing the app needs and are
+cut off after HEADER_READ_TIMEOUT_MS. Each worker accepts at most
+CONNECTIONS_PER_WORKER connections and runs WSGI requests on blocking threads; the
+Guard (api/wsgi_guard.py) reads bodies before a request takes one of `--threads`
+app slots, so a body trickling in cannot starve the app either."""
+
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -10,8 +21,16 @@ from typing import Any
 import click
 
 from api.config import Config
+from api.lifeline import PARENT_PID_ENV, die_with_parent
 
 log = logging.getLogger("pm_ops.serve")
+
+CONNECTIONS_PER_WORKER = 1024  # the connection bound; more wait in the listen backlog
+BACKLOG = 2048
+HEADER_READ_TIMEOUT_MS = 5_000  # a request head (and an idle keep-alive) gets this long
+SERVER_BUFFER_BYTES = 64 * 1024  # the read buffer; far larger heads get its own bare 431
+WORKER_STOP_SECONDS = 3  # then a worker that has not finished is killed
+PROJECTIONS_STOP_SECONDS = 3
 
 
 def register(cli: click.Group) -> None:
@@ -28,7 +47,13 @@ def register(cli: click.Group) -> None:
     type=click.IntRange(min=1),
     help="API processes; each runs threads that share group commits.",
 )
-@click.option("--threads", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--threads",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests each worker runs at once (slow clients wait outside these).",
+)
 @click.option("--no-projections", is_flag=True, help="Do not run the projections in this process.")
 @click.option(
     "--access-log",
@@ -45,75 +70,143 @@ def serve(
     no_projections: bool,
     access_log: bool,
 ) -> None:
-    """Serve the API with gunicorn (and, unless told not to, the projections)."""
+    """Serve the API with granian (and, unless told not to, the projections)."""
     # Every worker writes its metrics here so /metrics adds them up; prometheus_client
     # reads this when first imported, so it is set before anything imports it.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pm-ops-metrics-"))
-    from gunicorn.app.base import BaseApplication
+    own_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_metrics_dir = tempfile.mkdtemp(prefix="pm-ops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    try:
+        _serve(config, host, port, workers, threads, no_projections, access_log)
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
+
+def _serve(
+    config: Config,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    no_projections: bool,
+    access_log: bool,
+) -> None:
     from api.bootstrap import build_services
 
     # Create the tables once, before any worker exists: concurrent CREATEs race.
     build_services(config).close()
+    projections = None if no_projections else ProjectionsProcess(config).start()
+    server = _granian(host, port, workers, access_log, projections)
+    master = os.getpid()
 
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            settings = {
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "worker_class": "gthread",
-                "threads": threads,
-                "timeout": 60,
-                "graceful_timeout": 10,
-                "accesslog": "-" if access_log else None,
-                "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
-                "child_exit": _child_exit,
-                # One fixed socket path per user: a second server on the machine would clash.
-                "control_socket_disable": True,
-            }
-            for key, value in settings.items():
-                self.cfg.set(key, value)
+    def load_app() -> Any:  # runs in each forked worker
+        # SIGKILL: until granian installs the worker's own handlers, it still has the
+        # master's, which would swallow a SIGTERM. A worker without its master is lost
+        # anyway; a call it was running is retried under the same key.
+        die_with_parent(master, signal.SIGKILL)
+        from api.app import UNAVAILABLE, create_app
+        from api.bootstrap import build_services
+        from api.wsgi_guard import Guard, Starting
 
-        def load(self) -> Any:
-            from api.app import create_app
-
+        def build() -> Any:
+            _reach(config)  # a failed build leaves a pool behind: try the door first
             return create_app(build_services(config, create_tables=False))
 
-    projections = None
-    if not no_projections:
-        projections = _start_projections(config)
+        return Guard(Starting(build, UNAVAILABLE), threads)
+
+    click.echo(
+        f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
+        err=True,
+    )
     try:
-        click.echo(
-            f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
-            err=True,
-        )
-        Server().run()
+        server.serve(target_loader=load_app, wrap_loader=False)
     finally:
         if projections is not None:
-            projections()
+            projections.stop()
 
 
-def _child_exit(_server: Any, worker: Any) -> None:
-    _forget_metrics_of(worker.pid)
+def _reach(config: Config) -> None:
+    """Raise unless the store answers (PostgreSQL: one short connection)."""
+    if config.is_postgres:
+        import psycopg
+
+        env = config.eventsourcing_env()
+        psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"],
+            connect_timeout=2,
+        ).close()
 
 
-def _start_projections(config: Config) -> Any:
-    """Run the projections beside the API; returns a function that stops them."""
-    return ProjectionsProcess(config).start().stop
+def _granian(
+    host: str, port: int, workers: int, access_log: bool, projections: "ProjectionsProcess | None"
+) -> Any:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server import Server
+
+    class ApiServer(Server):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            # Stop the projections now, beside the workers: nothing restarts from here on.
+            if projections is not None:
+                projections.begin_stop()
+            super().signal_handler_interrupt(*args, **kwargs)
+
+    return ApiServer(
+        "pm-ops",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=workers,
+        blocking_threads=CONNECTIONS_PER_WORKER,  # made on demand, idle ones retire
+        backlog=BACKLOG,
+        backpressure=CONNECTIONS_PER_WORKER,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEADER_READ_TIMEOUT_MS,
+            keep_alive=True,
+            max_buffer_size=SERVER_BUFFER_BYTES,
+        ),
+        respawn_failed_workers=True,  # a worker killed mid-load comes back
+        workers_kill_timeout=WORKER_STOP_SECONDS,
+        log_dictconfig=_LOGGING,
+        log_access=access_log,
+        log_access_format='%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms',
+    )
+
+
+# Granian's messages and access log go to stderr, like ours (its default is stdout).
+_LOGGING = {
+    "handlers": {
+        "console": {"formatter": "generic", "class": "logging.StreamHandler"},
+        "access": {"formatter": "access", "class": "logging.StreamHandler"},
+    }
+}
 
 
 class ProjectionsProcess:
     """`pm-ops projections run` as a child of serve, restarted if it dies.
 
-    A child process rather than threads in the gunicorn master, which forks its
+    A child process rather than threads in the server's master, which forks its
     workers: forking a process that has threads and open pools copies their locks
     mid-flight. The child holds each projection's lock, so a separate
     `pm-ops projections run` elsewhere simply stands by (and takes over while this
-    one is being restarted)."""
+    one is being restarted). The child dies with serve, even when serve is killed
+    (api/lifeline.py), so it never keeps those locks for a server that is gone."""
 
     def __init__(self, config: Config) -> None:
         self._argv = [sys.executable, "-m", "api.cli", "projections", "run"]
-        self._env = {**os.environ, "OPS_DATABASE_URL": config.database_url}
+        self._env = {
+            **os.environ,
+            "OPS_DATABASE_URL": config.database_url,
+            PARENT_PID_ENV: str(os.getpid()),
+        }
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -125,17 +218,26 @@ class ProjectionsProcess:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        with self._lock:
-            self._stopping.set()
-            process = self._process
+    def begin_stop(self) -> None:
+        """No more restarts; ask the child to finish. Safe in a signal handler."""
+        self._stopping.set()
+        process = self._process
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:  # a start in progress completes before we look
+            process = self._process
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=PROJECTIONS_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
-        self._thread.join(timeout=20)
+                process.wait()
+        self._thread.join(timeout=PROJECTIONS_STOP_SECONDS)
 
     def _supervise(self) -> None:
         delay = 1.0

@@ -1,0 +1,62 @@
+"""`pm-ops serve` and its processes live and die together, however serve ends."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.pg_cluster import wait_until
+from tests.server import alive, descendants, pm_ops, running_server_process
+
+STOP_BOUND = 5.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_serve_leaves_nothing_behind_and_restarts_nothing(config, tmp_path, signum):
+    env = {"TMPDIR": str(tmp_path)}  # where serve makes its metrics directory
+    with running_server_process(config.database_url, "--workers", "2", env=env) as (_, serve):
+        tree = descendants(serve.pid)
+        assert len(tree) >= 3, "two workers and the projections child"
+        assert list(tmp_path.glob("pm-ops-metrics-*")), "serve shares metrics between workers"
+        time.sleep(1)  # the projections child is running
+        started = time.monotonic()
+        serve.send_signal(signum)
+        born: set[int] = set()
+        while serve.poll() is None and time.monotonic() - started < STOP_BOUND + 5:
+            born |= descendants(serve.pid) - tree  # a restart would show up here
+            time.sleep(0.02)
+        serve.wait(timeout=1)
+        took = time.monotonic() - started
+    assert not born, "nothing is started while serve stops"
+    assert took < STOP_BOUND, f"serve took {took:.1f} s to stop"
+    assert not [pid for pid in tree if alive(pid)]
+    assert not list(tmp_path.glob("pm-ops-metrics-*")), "serve removes its metrics directory"
+
+
+def test_a_killed_serve_takes_its_workers_and_projections_with_it(config):
+    with running_server_process(config.database_url, "--workers", "2") as (_, serve):
+        tree = descendants(serve.pid)
+        assert len(tree) >= 3
+        serve.kill()
+        serve.wait()
+        wait_until(lambda: not [pid for pid in tree if alive(pid)], timeout=5)
+
+
+def test_a_fresh_runner_is_not_kept_standing_by_after_serve_was_killed(config, tmp_path):
+    with running_server_process(config.database_url) as (_, serve):
+        time.sleep(1.5)  # its projections child holds every projection's lock
+        serve.kill()
+        serve.wait()
+    log = tmp_path / "fresh.log"
+    with log.open("w") as sink:
+        fresh = subprocess.Popen(
+            [pm_ops(), "--database-url", config.database_url, "projections", "run"],
+            stderr=sink,
+        )
+    try:
+        # Four projections: all active, none standing by behind a dead serve's child.
+        wait_until(lambda: log.read_text().count(": active") == 4, timeout=10)
+    finally:
+        fresh.terminate()
+        fresh.wait(timeout=10)
