@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from projections.read_models import DB_PROJECTIONS
 from tests.pg_cluster import wait_until
 from tests.server import alive, descendants, pm_ops, running_server_process
 
@@ -55,8 +56,9 @@ def test_a_fresh_runner_is_not_kept_standing_by_after_serve_was_killed(config, t
             stderr=sink,
         )
     try:
-        # Four projections: all active, none standing by behind a dead serve's child.
-        wait_until(lambda: log.read_text().count(": active") == 4, timeout=10)
+        # Every projection active, none standing by behind a dead serve's child.
+        expected = [f"projection {name}: active" for name in (*DB_PROJECTIONS, "slack")]
+        wait_until(lambda: all(line in log.read_text() for line in expected), timeout=10)
     finally:
         fresh.terminate()
         fresh.wait(timeout=10)
