@@ -3,8 +3,12 @@
 import ipaddress
 import os
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from commands.store import DEFAULT_DATABASE_URL, ConfigError, Store
+
+if TYPE_CHECKING:
+    from projections.slack import SlackSettings
 
 __all__ = ["Config", "ConfigError", "Store"]
 
@@ -42,6 +46,12 @@ class Config:
     @property
     def store(self) -> Store:
         return Store(self.database_url)
+
+    @property
+    def slack(self) -> "SlackSettings":
+        from projections.slack import SlackSettings  # here: projections import this module
+
+        return SlackSettings(self.slack_bot_token, self.slack_channel, self.slack_api_url)
 
     # The store's own questions, asked of the config for brevity.
     @property

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.config import Config
+from projections.feeds import FEEDS, build_feed
 from projections.runner import Runner, make_lock
-from projections.slack import SlackFeed, make_sink
 from projections.store import ViewsMixin, open_views
 from projections.tables import DB_PROJECTIONS, TableProjection
 
 log = logging.getLogger("pm_ops.projections")
 
-NAMES = ("state", "audit", "chain", "slack")
+NAMES = ("state", "audit", "chain", *FEEDS)
 
 
 class RebuildError(Exception):
@@ -28,8 +28,8 @@ class RebuildError(Exception):
 
 
 def build_follower(app: Any, config: Config, views: ViewsMixin, name: str, **options: Any) -> Any:
-    if name == "slack":
-        return SlackFeed(app, views, make_sink(config, **options))
+    if name in FEEDS:
+        return build_feed(app, config, views, name, **options)
     if name in DB_PROJECTIONS:
         return DB_PROJECTIONS[name](app, views)
     raise ValueError(f"unknown projection {name!r}; choose from {', '.join(NAMES)}")
