@@ -4,6 +4,7 @@ aggregate before it knows the command will succeed."""
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
@@ -54,6 +55,15 @@ def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
     return person
 
 
+def person_meta(cmd: DeliveredCommand) -> dict[str, Any]:
+    """The call's context, plus the email the call named the person by (if it did):
+    the Customer.io feed identifies the person the same way."""
+    meta = cmd.context.meta()
+    if cmd.person.email is not None:
+        meta["person_email"] = cmd.person.email
+    return meta
+
+
 def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
@@ -66,7 +76,7 @@ def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
                 "and copy the number from its URL (/admin/communities/<ID>).",
                 pointer="/data/attributes/communityId",
             )
-        added = person.join(cmd.community_id, meta=cmd.context.meta())
+        added = person.join(cmd.community_id, meta=person_meta(cmd))
         body = resource_document(
             "communityMembership",
             f"{person.person_id}:{cmd.community_id}",
@@ -85,7 +95,7 @@ def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
         previous = person.signup_code
-        changed = person.set_signup_code(cmd.code, meta=cmd.context.meta())
+        changed = person.set_signup_code(cmd.code, meta=person_meta(cmd))
         body = resource_document(
             "personSignupCode",
             str(person.person_id),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.config import Config
-from projections.feeds import FEEDS, build_feed
+from projections.feeds import FEEDS, FeedOff, build_feed
 from projections.runner import Runner, make_lock
 from projections.store import ViewsMixin, open_views
 from projections.tables import DB_PROJECTIONS, TableProjection
@@ -69,7 +69,11 @@ def start_projections(
     running = RunningProjections(app)
     for name in names:
         options = {"min_interval": slack_interval} if name == "slack" else {}
-        follower = build_follower(app, config, views, name, **options)
+        try:
+            follower = build_follower(app, config, views, name, **options)
+        except FeedOff as off:
+            log.info("projection %s: %s", name, off)
+            continue
         follower.create()
         running.runners.append(
             Runner(
@@ -89,7 +93,10 @@ def catch_up_once(app: Any, config: Config, names: tuple[str, ...]) -> dict[str,
     views = open_views(app, config)
     done: dict[str, int] = {}
     for name in names:
-        projection = build_follower(app, config, views, name)
+        try:
+            projection = build_follower(app, config, views, name)
+        except FeedOff:
+            continue
         projection.create()
         lock = make_lock(config, name)
         if not lock.try_acquire():
@@ -164,7 +171,11 @@ def status(app: Any, config: Config) -> list[dict[str, Any]]:
     head = app.recorder.max_notification_id() or 0
     rows = []
     for name in NAMES:
-        follower = build_follower(app, config, views, name)
+        try:
+            follower = build_follower(app, config, views, name)
+        except FeedOff as off:
+            rows.append(_feed_off(name, str(off), views.position(name), head))
+            continue
         follower.create()
         position = follower.position()
         lock = make_lock(config, name)
@@ -179,9 +190,27 @@ def status(app: Any, config: Config) -> list[dict[str, Any]]:
                 "lag": max(0, head - position),
                 "runner": "active" if running else "none",
                 "paused": views.is_paused(name),
+                **_feed_failures(follower),
             }
         )
     return rows
+
+
+def _feed_off(name: str, reason: str, position: int, head: int) -> dict[str, Any]:
+    return {
+        "projection": name,
+        "position": position,
+        "head": head,
+        "lag": max(0, head - position),
+        "runner": reason,
+        "paused": False,
+    }
+
+
+def _feed_failures(follower: Any) -> dict[str, Any]:
+    """A feed whose destination refuses some changes for good says how many."""
+    count = getattr(getattr(follower, "sink", None), "failed_syncs", None)
+    return {"failures": count()} if count is not None else {}
 
 
 def _refuse_to_hide_tampering(app: Any, views: ViewsMixin, chain: Any) -> None:

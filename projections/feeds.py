@@ -7,6 +7,7 @@ Adding a feed: a sink class, its settings, and one entry in FEEDS."""
 from collections.abc import Callable
 from typing import Any
 
+from projections.customerio import CustomerIOSink
 from projections.feed import Feed, Sink
 from projections.slack import slack_sink
 from projections.store import ViewsMixin
@@ -20,8 +21,15 @@ def _slack(app: Any, settings: Any, views: ViewsMixin, **options: Any) -> Sink:
     return slack_sink(settings.slack, settings.store.identity(), **options)
 
 
+def _customerio(app: Any, settings: Any, views: ViewsMixin, **_: Any) -> Sink:
+    if settings.customerio is None:
+        raise FeedOff("off: set CIO_SITE_ID and CIO_TRACK_API_KEY to sync Customer.io")
+    return CustomerIOSink(app, views, settings.customerio)
+
+
 FEEDS: dict[str, Callable[..., Sink]] = {
     "slack": _slack,
+    "customerio": _customerio,
 }
 
 

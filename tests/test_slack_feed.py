@@ -170,6 +170,6 @@ def test_slack_refusing_connections_logs_one_line_per_retry_and_no_traceback(
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert all(r.levelname == "WARNING" and "\n" not in r.getMessage() for r in retries)
     assert "xoxb-test-token" not in caplog.text
-    assert services.app.recorder.max_notification_id() > open_views(
-        services.app, config
-    ).position("slack")
+    assert services.app.recorder.max_notification_id() > open_views(services.app, config).position(
+        "slack"
+    )

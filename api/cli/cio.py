@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import click
 
+from api.cli import cio_sync
 from api.client import ADD_MEMBER_PATH, SET_CODE_PATH
 from api.config import Config
 
@@ -17,6 +18,7 @@ MAX_WORKFLOW_LENGTH = 200
 
 def register(cli: click.Group) -> None:
     cli.add_command(cio)
+    cio_sync.register(cio)  # failures, resync: the profile sync's commands
 
 
 @click.group()

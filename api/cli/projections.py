@@ -47,6 +47,8 @@ def status(config: Config, fmt: str) -> None:
         )
     for row in rows:
         runner = row["runner"] + (" (paused for rebuild)" if row["paused"] else "")
+        if row.get("failures"):
+            runner += f" · {row['failures']} failed sync(s): pm-ops cio failures"
         table.add_row(
             row["projection"], str(row["position"]), str(row["head"]), str(row["lag"]), runner
         )
@@ -111,7 +113,7 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
     "--only",
     "names",
     multiple=True,
-    type=click.Choice(["state", "audit", "chain", "slack"]),
+    type=click.Choice(["state", "audit", "chain", "slack", "customerio"]),
     help="Run only these projections (repeat); default all.",
 )
 @click.option("--once", is_flag=True, help="Catch up to the head of the log, then exit.")
@@ -140,7 +142,12 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running = start_projections(config, selected, poll_seconds=poll, on_lag=_lag_gauge())
+    gauges = _Gauges.create()
+    running = start_projections(
+        config, selected, poll_seconds=poll, on_lag=gauges.report if gauges else None
+    )
+    if gauges is not None:
+        gauges.followers = {runner.name: runner.follower for runner in running.runners}
     click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
     try:
         while not stopping.wait(1.0):
@@ -149,11 +156,24 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
         running.stop()
 
 
-def _lag_gauge() -> Any:
-    """Report lag to /metrics when run beside the API (serve shares its metrics directory)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return None
-    from api.metrics import Metrics
+class _Gauges:
+    """Lag and a feed's failed syncs, reported to /metrics when run beside the API
+    (serve shares its metrics directory)."""
 
-    gauge = Metrics().projection_lag
-    return lambda name, lag: gauge.labels(projection=name).set(lag)
+    def __init__(self) -> None:
+        from api.metrics import Metrics
+
+        metrics = Metrics()
+        self.lag = metrics.projection_lag
+        self.failures = metrics.feed_failures
+        self.followers: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls) -> "_Gauges | None":
+        return cls() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+
+    def report(self, name: str, lag: int) -> None:
+        self.lag.labels(projection=name).set(lag)
+        count = getattr(getattr(self.followers.get(name), "sink", None), "failed_syncs", None)
+        if count is not None:
+            self.failures.labels(feed=name).set(count())
