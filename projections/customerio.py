@@ -382,11 +382,12 @@ class ResyncAll:
         try:
             for uuid in todo:
                 sync = current_sync(self.app, uuid)
-                if sync is not None:
-                    yield sync, push_now(api, sync, sleep=sleep)
-                self._remember(str(uuid))
+                refusal = push_now(api, sync, sleep=sleep) if sync is not None else None
+                self._remember(str(uuid))  # before handing it out: the caller may stop here
                 done += 1
                 progress(done, len(people))
+                if sync is not None:
+                    yield sync, refusal
         finally:
             api.close()
         self._forget()

@@ -219,3 +219,47 @@ def test_without_credentials_the_feed_is_off_and_status_says_so(config, services
     )
     rows = {row["projection"]: row for row in map(orjson.loads, result.output.splitlines())}
     assert rows["customerio"]["runner"].startswith("off: set CIO_SITE_ID and CIO_TRACK_API_KEY")
+
+
+def test_an_interrupted_resync_all_resumes_where_it_stopped(
+    config, services, client, directory, fake_cio
+):
+    from projections.customerio import ResyncAll
+    from projections.store import open_views
+
+    assert add_member(client, directory, directory.person_id).status_code == 200
+    assert set_code(client, directory, directory.other_person_id, "VC-r").status_code == 200
+    settings = cio_config(config, fake_cio).customerio
+    job = ResyncAll(services.app, open_views(services.app, config), settings)
+    run = job.run(restart=False, sleep=time.sleep, progress=lambda done, total: None)
+    next(run)  # one person pushed, then the run is interrupted
+    run.close()
+    assert job.resume_after() is not None
+    assert len([r for r in fake_cio.requests if r.method == "PUT"]) == 1
+
+    resumed = invoke(config, fake_cio, "cio", "resync", "--all")
+    assert resumed.exit_code == 0, resumed.output
+    assert "Resuming" in resumed.output and "1 profile(s) pushed" in resumed.output
+    assert set(fake_cio.profiles) == {str(directory.person_id), str(directory.other_person_id)}
+    assert job.resume_after() is None
+
+
+def test_failed_syncs_and_lag_reach_metrics(config, directory, fake_cio):
+    import urllib.request
+
+    from tests.server import running_server
+
+    fake_cio.refuse = {directory.email}
+    with running_server(config.database_url, env=fake_cio.env()) as base:
+        time.sleep(2)  # the feed starts at the head of the log, then the call comes
+        body = orjson.dumps(set_code_body(None, email=directory.email, code="VC-m"))
+        request = urllib.request.Request(base + CODE, body, directory.headers(), method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+        metrics = ""
+        deadline = time.monotonic() + 20
+        while 'pm_ops_feed_failed_syncs{feed="customerio"} 1.0' not in metrics:
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.5)
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    assert 'pm_ops_projection_lag{projection="customerio"}' in metrics
+    assert API_KEY not in metrics
