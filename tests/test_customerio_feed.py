@@ -244,14 +244,22 @@ def test_an_interrupted_resync_all_resumes_where_it_stopped(
     assert job.resume_after() is None
 
 
-def test_failed_syncs_and_lag_reach_metrics(config, directory, fake_cio):
+def started(app, config) -> bool:
+    try:
+        return caught_up(app, config, "customerio")
+    except Exception:  # the server's projections have not made their tables yet
+        return False
+
+
+def test_failed_syncs_and_lag_reach_metrics(config, services, directory, fake_cio):
     import urllib.request
 
     from tests.server import running_server
 
     fake_cio.refuse = {directory.email}
     with running_server(config.database_url, env=fake_cio.env()) as base:
-        time.sleep(2)  # the feed starts at the head of the log, then the call comes
+        # the feed starts at the head of the log; then the call comes
+        assert wait_until(lambda: started(services.app, config), 20)
         body = orjson.dumps(set_code_body(None, email=directory.email, code="VC-m"))
         request = urllib.request.Request(base + CODE, body, directory.headers(), method="POST")
         urllib.request.urlopen(request, timeout=10).read()
@@ -263,3 +271,26 @@ def test_failed_syncs_and_lag_reach_metrics(config, directory, fake_cio):
             metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
     assert 'pm_ops_projection_lag{projection="customerio"}' in metrics
     assert API_KEY not in metrics
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CIO_REGION", "asia", "CIO_REGION must be us or eu"),
+        ("CIO_SYNC_RATE", "500", "at most 100"),
+        ("CIO_TRACK_URL", "track.example.com", "CIO_TRACK_URL must start with https://"),
+    ],
+)
+def test_a_wrong_setting_is_a_plain_error(tmp_path, variable, value, says):
+    env = {
+        **os.environ,
+        "OPS_DATABASE_URL": f"sqlite:///{tmp_path}/ops.db",
+        "CIO_SITE_ID": SITE_ID,
+        "CIO_TRACK_API_KEY": API_KEY,
+        variable: value,
+    }
+    done = subprocess.run(
+        [pm_ops(), "cio", "failures"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and API_KEY not in done.stderr
