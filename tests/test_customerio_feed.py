@@ -224,7 +224,7 @@ def test_without_credentials_the_feed_is_off_and_status_says_so(config, services
 def test_an_interrupted_resync_all_resumes_where_it_stopped(
     config, services, client, directory, fake_cio
 ):
-    from projections.customerio import ResyncAll
+    from projections.customerio_resync import ResyncAll
     from projections.store import open_views
 
     assert add_member(client, directory, directory.person_id).status_code == 200

@@ -76,7 +76,7 @@ def resync(config: Config, person: int | None, everyone: bool, restart: bool) ->
             "Customer.io is not configured: set CIO_SITE_ID and CIO_TRACK_API_KEY "
             "(Customer.io: Workspace Settings → API credentials, Track API)."
         )
-    from projections.customerio import ResyncError
+    from projections.customerio_resync import ResyncError
     from projections.store import open_views
 
     app = open_application(config)
@@ -93,7 +93,7 @@ def resync(config: Config, person: int | None, everyone: bool, restart: bool) ->
 
 
 def _resync_person(app: Any, views: Any, settings: Any, person: int) -> None:
-    from projections.customerio import resync_person
+    from projections.customerio_resync import resync_person
 
     sent, still = resync_person(app, views, settings, person, sleep=time.sleep)
     click.echo(f"Person {person}: profile pushed; {sent} refused event(s) sent again.")
@@ -105,7 +105,7 @@ def _resync_person(app: Any, views: Any, settings: Any, person: int) -> None:
 
 
 def _resync_all(app: Any, views: Any, settings: Any, restart: bool) -> None:
-    from projections.customerio import ResyncAll
+    from projections.customerio_resync import ResyncAll
 
     job = ResyncAll(app, views, settings)
     if not restart and job.resume_after() is not None:
