@@ -88,19 +88,29 @@ class TrackAPI:
 
     def _request(self, method: str, path: str, body: dict[str, object]) -> Answer:
         self._pace()
+        payload = orjson.dumps(body)
         headers = {
             "Authorization": self._auth,
             "Content-Type": "application/json",
             "User-Agent": "pm-ops",
         }
-        conn = self._connection()
-        try:
-            conn.request(method, self._prefix + path, orjson.dumps(body), headers)
-            response = conn.getresponse()
-            text = response.read().decode("utf-8", "replace")
-        except BaseException:
-            self.close()  # a half-used connection is never reused
-            raise
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            try:
+                conn.request(method, self._prefix + path, payload, headers)
+                response = conn.getresponse()
+                text = response.read().decode("utf-8", "replace")
+                break
+            except (ConnectionResetError, BrokenPipeError):
+                self.close()
+                # A kept-alive connection the server closed while idle: once more on a
+                # new one (safe: a PUT of full values, an event Customer.io knows by id).
+                if not reused or attempt == 2:
+                    raise
+            except BaseException:
+                self.close()  # a half-used connection is never reused
+                raise
         if response.getheader("Connection", "").lower() == "close":
             self.close()
         retry_after = parse_retry_after(response.getheader("Retry-After"))

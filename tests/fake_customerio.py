@@ -6,7 +6,7 @@ profile) and POST /api/v1/customers/{identifier}/events (keeps one event per
 Basic auth. Planned faults for the next requests: "429" (with Retry-After),
 "500" and "drop" (connection closed, nothing accepted). Identifiers in `refuse`
 get a 400. `down()` stops listening (connections refused) and `up()` listens
-again on the same port. `on_event` runs after an event was kept, before the
+again on the same port; `drop_connections()` closes kept-alive connections. `on_event` runs after an event was kept, before the
 answer (a test uses it to kill the feed between acceptance and its commit).
 """
 
@@ -66,7 +66,11 @@ class FakeCustomerIO:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-        with self.lock:  # kept-alive connections too: down means down
+        self.drop_connections()  # kept-alive connections too: down means down
+
+    def drop_connections(self) -> None:
+        """Close every open connection, as a server does with idle kept-alive ones."""
+        with self.lock:
             for connection in self.connections:
                 try:
                     connection.shutdown(socket.SHUT_RDWR)

@@ -125,6 +125,24 @@ def test_an_outage_loses_nothing_and_logs_no_traceback(
     assert API_KEY not in caplog.text
 
 
+def test_a_kept_alive_connection_the_server_closed_is_no_failure(
+    config, services, client, directory, fake_cio, caplog
+):
+    caplog.set_level("INFO", logger="pm_ops.feed")
+    running = running_feed(config, services, fake_cio)
+    try:
+        assert set_code(client, directory, directory.person_id, "VC-a").status_code == 200
+        assert wait_until(lambda: len(fake_cio.events) == 1, 10)
+        time.sleep(0.2)
+        fake_cio.drop_connections()  # as a server does with an idle connection
+        time.sleep(0.2)
+        assert set_code(client, directory, directory.person_id, "VC-b").status_code == 200
+        assert wait_until(lambda: len(fake_cio.events) == 2, 10)
+    finally:
+        running.stop()
+    assert "delivery failed" not in caplog.text
+
+
 def test_killing_the_feed_mid_batch_counts_no_event_twice(
     config, services, client, directory, fake_cio
 ):
