@@ -21,7 +21,8 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def projections() -> None:
-    """Read models and the Slack feed built from the event log (state, audit, chain, slack)."""
+    """Read models and outbound feeds built from the event log (state, audit, chain, slack,
+    customerio)."""
 
 
 @projections.command()
