@@ -40,6 +40,14 @@ class Metrics:
             multiprocess_mode="livemostrecent",  # one projections process writes it
         )
 
+        self.feed_failures: Any = Gauge(
+            "pm_ops_feed_failed_syncs",
+            "Changes an outbound feed's destination refused for good (pm-ops cio failures)",
+            ["feed"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 

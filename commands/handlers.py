@@ -4,6 +4,7 @@ aggregate before it knows the command will succeed."""
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
@@ -55,6 +56,15 @@ def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
     return person
 
 
+def person_meta(cmd: DeliveredCommand) -> dict[str, Any]:
+    """The call's context, plus the email the call named the person by (if it did):
+    the Customer.io feed identifies the person the same way."""
+    meta = cmd.context.meta()
+    if cmd.person.email is not None:
+        meta["person_email"] = cmd.person.email
+    return meta
+
+
 def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
@@ -67,7 +77,7 @@ def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
                 "and copy the number from its URL (/admin/communities/<ID>).",
                 pointer="/data/attributes/communityId",
             )
-        added = person.join(cmd.community_id, meta=change_meta(cmd))
+        added = person.join(cmd.community_id, meta=person_meta(cmd))
         body = resource_document(
             ADD_MEMBER_OPERATION.resource_type,
             f"{person.person_id}:{cmd.community_id}",
@@ -86,7 +96,7 @@ def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
         previous = person.signup_code
-        changed = person.set_signup_code(cmd.code, meta=change_meta(cmd))
+        changed = person.set_signup_code(cmd.code, meta=person_meta(cmd))
         body = resource_document(
             SET_CODE_OPERATION.resource_type,
             str(person.person_id),
@@ -100,15 +110,6 @@ def set_signup_code(cmd: SetSignupCode, uow: UnitOfWork) -> Outcome:
         return body, ("changed" if changed else "unchanged")
 
     return _deliver(cmd, uow, execute)
-
-
-def change_meta(cmd: DeliveredCommand) -> dict[str, object]:
-    """Who and why, plus the email when the call named the person by it (a feed to
-    Customer.io identifies the person the way the call did)."""
-    meta = cmd.context.meta()
-    if cmd.person.email is not None:
-        meta["person_email"] = cmd.person.email
-    return meta
 
 
 def record_rejection(cmd: RecordRejection, uow: UnitOfWork) -> Outcome:

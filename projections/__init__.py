@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from commands.store import Store
 from projections.chain import LogAltered
+from projections.feeds import FEEDS, FeedOff, build_feed
 from projections.projection import TableProjection
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
@@ -38,28 +39,15 @@ class RebuildError(Exception):
     pass
 
 
-# --- outbound feeds: a follower per name, built from settings -------------------
-
-
-def _slack_feed(app: Any, views: ViewsMixin, settings: Any, **options: Any) -> Any:
-    from projections.slack import SlackFeed, make_sink
-
-    return SlackFeed(app, views, make_sink(settings, **options))
-
-
-# name -> factory(app, views, settings, *, min_interval=seconds between posts)
-FEEDS: dict[str, Callable[..., Any]] = {"slack": _slack_feed}
-
-# --------------------------------------------------------------------------------
-
 NAMES = (*DB_PROJECTIONS, *FEEDS)
 
 
 def build_follower(
     app: Any, settings: Settings, views: ViewsMixin, name: str, **options: Any
 ) -> Any:
+    """The follower for one projection or feed (FeedOff when a feed is not configured)."""
     if name in FEEDS:
-        return FEEDS[name](app, views, settings, **options)
+        return build_feed(app, settings, views, name, **options)
     if name in DB_PROJECTIONS:
         return DB_PROJECTIONS[name](app, views)
     raise ValueError(f"unknown projection {name!r}; choose from {', '.join(NAMES)}")
@@ -107,8 +95,12 @@ def start_projections(
     views = open_views(app, settings.store)
     running = RunningProjections(app, owns_app=owns_app)
     for name in names:
-        options = {"min_interval": slack_interval} if name in FEEDS else {}
-        follower = build_follower(app, settings, views, name, **options)
+        options = {"min_interval": slack_interval} if name == "slack" else {}
+        try:
+            follower = build_follower(app, settings, views, name, **options)
+        except FeedOff as off:
+            log.info("projection %s: %s", name, off)
+            continue
         follower.create()
         running.runners.append(
             Runner(
@@ -129,7 +121,10 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
     views = open_views(app, settings.store)
     done: dict[str, int] = {}
     for name in names:
-        projection = build_follower(app, settings, views, name)
+        try:
+            projection = build_follower(app, settings, views, name)
+        except FeedOff:
+            continue
         projection.create()
         lock = make_lock(settings.store, name)
         if not lock.try_acquire():
@@ -216,7 +211,11 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
     head = app.recorder.max_notification_id() or 0
     rows = []
     for name in NAMES:
-        follower = build_follower(app, settings, views, name)
+        try:
+            follower = build_follower(app, settings, views, name)
+        except FeedOff as off:
+            rows.append(_feed_off(name, str(off), views.position(name), head))
+            continue
         follower.create()
         position = follower.position()
         lock = make_lock(settings.store, name)
@@ -235,6 +234,27 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
                 "version": follower.stored_version() if table else None,
                 "code_version": follower.version if table else None,
                 "rebuild_pending": follower.upgrade_pending() if table else False,
+                **_feed_failures(follower),
             }
         )
     return rows
+
+
+def _feed_off(name: str, reason: str, position: int, head: int) -> dict[str, Any]:
+    return {
+        "projection": name,
+        "position": position,
+        "head": head,
+        "lag": max(0, head - position),
+        "runner": reason,
+        "paused": False,
+        "version": None,
+        "code_version": None,
+        "rebuild_pending": False,
+    }
+
+
+def _feed_failures(follower: Any) -> dict[str, Any]:
+    """A feed whose destination refuses some changes for good says how many."""
+    count = getattr(getattr(follower, "sink", None), "failed_syncs", None)
+    return {"failures": count()} if count is not None else {}

@@ -135,7 +135,7 @@ def test_status_shows_position_head_and_lag(config, services, client, directory)
     result = invoke(config, "projections", "status", "--format", "json")
     assert result.exit_code == 0, result.output
     rows = {r["projection"]: r for r in map(orjson.loads, result.stdout.splitlines())}
-    assert set(rows) == {"state", "audit", "chain", "activity", "slack"}
+    assert set(rows) == {"state", "audit", "chain", "activity", "slack", "customerio"}
     head = services.app.recorder.max_notification_id()
     assert (
         rows["state"]["head"] == head and rows["state"]["lag"] == head - rows["state"]["position"]

@@ -146,3 +146,30 @@ def test_without_a_bot_token_the_feed_goes_to_the_log(config, services, client, 
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "pm_ops.feed")
     for key in keys:
         assert logged.count(f"key `{key}`") == 1
+
+
+def test_slack_refusing_connections_logs_one_line_per_retry_and_no_traceback(
+    config, services, client, directory, caplog
+):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/api/"
+    some_calls(client, directory)
+    caplog.set_level("INFO")
+    unreachable = replace(config, slack_bot_token="xoxb-test-token", slack_api_url=closed)
+    running = start_projections(unreachable, ("slack",), poll_seconds=0.05)
+    try:
+        assert wait_until(
+            lambda: sum("retrying in" in r.getMessage() for r in caplog.records) >= 2, 15
+        )
+    finally:
+        running.stop()
+    assert not [r for r in caplog.records if r.exc_info], "an outage is not a traceback"
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert all(r.levelname == "WARNING" and "\n" not in r.getMessage() for r in retries)
+    assert "xoxb-test-token" not in caplog.text
+    assert services.app.recorder.max_notification_id() > open_views(services.app, config).position(
+        "slack"
+    )

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from aggregates.values import InvalidValue, label
+from api.cli import cio_sync
 from api.config import Config
 from commands.documents import Problem
 from commands.operations import OPERATIONS, Field, Operation
@@ -20,6 +21,7 @@ def register(cli: click.Group) -> None:
     for operation in OPERATIONS:
         snippet.add_command(snippet_command(operation))
     cli.add_command(cio)
+    cio_sync.register(cio)  # failures, resync: the profile sync's commands
 
 
 @click.group()

@@ -24,8 +24,8 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def projections() -> None:
-    """Read models and the Slack feed built from the event log (state, audit, chain, activity,
-    slack)."""
+    """Read models and outbound feeds built from the event log (state, audit, chain,
+    activity, slack, customerio)."""
 
 
 @projections.command()
@@ -48,6 +48,8 @@ def status(config: Config, fmt: str) -> None:
         )
     for row in rows:
         runner = row["runner"] + (" (paused for rebuild)" if row["paused"] else "")
+        if row.get("failures"):
+            runner += f" · {row['failures']} failed sync(s): pm-ops cio failures"
         table.add_row(
             row["projection"],
             str(row["position"]),
@@ -156,10 +158,17 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
     parent = expected_parent()  # set when serve started us: we die with it
     if parent is not None:
         die_with_parent(parent)
+    gauges = _Gauges.create()
     with bootstrap(config) as services:
         running = start_projections(
-            config, selected, app=services.app, poll_seconds=poll, on_lag=_lag_gauge()
+            config,
+            selected,
+            app=services.app,
+            poll_seconds=poll,
+            on_lag=gauges.report if gauges else None,
         )
+        if gauges is not None:
+            gauges.followers = {runner.name: runner.follower for runner in running.runners}
         click.echo(f"projections running: {', '.join(selected)} (Ctrl-C to stop)", err=True)
         try:
             while not stopping.wait(1.0):
@@ -169,11 +178,24 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
             running.stop()
 
 
-def _lag_gauge() -> Any:
-    """Report lag to /metrics when run beside the API (serve shares its metrics directory)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return None
-    from api.metrics import Metrics
+class _Gauges:
+    """Lag and a feed's failed syncs, reported to /metrics when run beside the API
+    (serve shares its metrics directory)."""
 
-    gauge = Metrics().projection_lag
-    return lambda name, lag: gauge.labels(projection=name).set(lag)
+    def __init__(self) -> None:
+        from api.metrics import Metrics
+
+        metrics = Metrics()
+        self.lag = metrics.projection_lag
+        self.failures = metrics.feed_failures
+        self.followers: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls) -> "_Gauges | None":
+        return cls() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+
+    def report(self, name: str, lag: int) -> None:
+        self.lag.labels(projection=name).set(lag)
+        count = getattr(getattr(self.followers.get(name), "sink", None), "failed_syncs", None)
+        if count is not None:
+            self.failures.labels(feed=name).set(count())

@@ -1,0 +1,38 @@
+"""The outbound feeds: each a sink on the one follower (projections/feed.py).
+
+A feed is built from the settings the composition root hands to the projections
+(an object with `.store` and one settings attribute per feed, e.g. `.slack`).
+Adding a feed: a sink class, its settings, and one entry in FEEDS."""
+
+from collections.abc import Callable
+from typing import Any
+
+from projections.customerio import CustomerIOSink
+from projections.feed import Feed, Sink
+from projections.slack import slack_sink
+from projections.store import ViewsMixin
+
+
+class FeedOff(Exception):
+    """The feed is not configured; the message says what to set."""
+
+
+def _slack(app: Any, settings: Any, views: ViewsMixin, **options: Any) -> Sink:
+    return slack_sink(settings.slack, settings.store.identity(), **options)
+
+
+def _customerio(app: Any, settings: Any, views: ViewsMixin, **_: Any) -> Sink:
+    if settings.customerio is None:
+        raise FeedOff("off: set CIO_SITE_ID and CIO_TRACK_API_KEY to sync Customer.io")
+    return CustomerIOSink(app, views, settings.customerio)
+
+
+FEEDS: dict[str, Callable[..., Sink]] = {
+    "slack": _slack,
+    "customerio": _customerio,
+}
+
+
+def build_feed(app: Any, settings: Any, views: ViewsMixin, name: str, **options: Any) -> Feed:
+    """The follower for one feed; FeedOff when its settings are missing."""
+    return Feed(app, views, FEEDS[name](app, settings, views, **options))
