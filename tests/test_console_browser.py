@@ -104,7 +104,8 @@ def sign_in(page, base: str, token: str) -> None:
     """By keyboard alone: the token field has the focus; Enter submits."""
     page.goto(f"{base}/console/audit")
     assert "/console/sign-in" in page.url  # no session: sent to sign in
-    assert page.evaluate("document.activeElement.id") == "token"
+    # the token field takes the focus as the page loads (autofocus; no click needed)
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
     page.keyboard.insert_text(token)
     with page.expect_navigation():
         page.keyboard.press("Enter")
