@@ -241,11 +241,13 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
 
 
 def _feed_off(name: str, reason: str, position: int, head: int) -> dict[str, Any]:
+    # An unconfigured feed has nothing waiting: enabled later, it starts from the head
+    # (its history is pushed by a resync), so it never shows as lagging.
     return {
         "projection": name,
         "position": position,
         "head": head,
-        "lag": max(0, head - position),
+        "lag": 0,
         "runner": reason,
         "paused": False,
         "version": None,
