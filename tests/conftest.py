@@ -162,3 +162,15 @@ def make_proxy(server: str) -> Iterator[Any]:
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster of the module's own, to stop and restart."""
+    from tests.pg_cluster import Cluster  # it reads this module's IN_CI
+
+    made = Cluster()
+    try:
+        yield made
+    finally:
+        made.destroy()

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tests.fake_http import JSONHandler
+
 SITE_ID = "fake-site"
 API_KEY = "fake-track-key-0123456789"
 
@@ -95,11 +97,8 @@ class FakeCustomerIO:
         fake = self
         expected = "Basic " + base64.b64encode(f"{SITE_ID}:{API_KEY}".encode()).decode()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: Any) -> None:
-                pass
 
             def setup(self) -> None:
                 super().setup()
@@ -118,10 +117,10 @@ class FakeCustomerIO:
                 parts = urlsplit(self.path).path.split("/")
                 # /api/v1/customers/{identifier}[/events]
                 if parts[1:4] != ["api", "v1", "customers"] or len(parts) not in (5, 6):
-                    return self._answer(404, {"meta": {"error": "not found"}})
+                    return self.answer(404, {"meta": {"error": "not found"}})
                 identifier = unquote(parts[4])
                 if self.headers.get("Authorization") != expected:
-                    return self._answer(401, {"meta": {"error": "Unauthorized request"}})
+                    return self.answer(401, {"meta": {"error": "Unauthorized request"}})
                 with fake.lock:
                     fault = fake.faults.pop(0) if fake.faults else None
                 status = {"429": 429, "500": 500}.get(fault or "", 200)
@@ -132,14 +131,14 @@ class FakeCustomerIO:
                         Request(time.monotonic(), method, identifier, body, status)
                     )
                 if fault == "drop":
-                    return self._drop()
+                    return self.drop()
                 if status == 429:
                     headers = {"Retry-After": str(fake.retry_after)}
-                    return self._answer(429, {"meta": {"error": "rate limited"}}, headers)
+                    return self.answer(429, {"meta": {"error": "rate limited"}}, headers)
                 if status == 500:
-                    return self._answer(500, {"meta": {"error": "internal error"}})
+                    return self.answer(500, {"meta": {"error": "internal error"}})
                 if status == 400:
-                    return self._answer(400, {"meta": {"error": "identifier is not valid"}})
+                    return self.answer(400, {"meta": {"error": "identifier is not valid"}})
                 if len(parts) == 5 and method == "PUT":
                     with fake.lock:
                         fake.profiles.setdefault(identifier, {}).update(body)
@@ -150,26 +149,7 @@ class FakeCustomerIO:
                     if fake.on_event is not None:
                         fake.on_event(body)
                 else:
-                    return self._answer(404, {"meta": {"error": "not found"}})
-                return self._answer(200, {})
-
-            def _answer(
-                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _drop(self) -> None:
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                    return self.answer(404, {"meta": {"error": "not found"}})
+                return self.answer(200, {})
 
         return Handler

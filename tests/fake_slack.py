@@ -10,14 +10,15 @@ the connection is closed before the answer: the caller cannot know).
 """
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fake_http import JSONHandler
 
 CHANNEL_ID = "C0FEED0001"
 CHANNEL_NAME = "ops-webhooks"
@@ -55,9 +56,8 @@ class FakeSlack:
     def start(self) -> "FakeSlack":
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
+        class Handler(JSONHandler):
+            content_type = "application/json; charset=utf-8"
 
             def do_GET(self) -> None:
                 self._handle({k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()})
@@ -75,13 +75,13 @@ class FakeSlack:
             def _handle(self, params: dict[str, Any]) -> None:
                 method = urlsplit(self.path).path.rsplit("/", 1)[-1]
                 if not (self.headers.get("Authorization") or "").startswith("Bearer xoxb-"):
-                    return self._json(200, {"ok": False, "error": "not_authed"})
+                    return self.answer(200, {"ok": False, "error": "not_authed"})
                 if method == "chat.postMessage":
                     return fake._post(self, params)
                 if method == "conversations.history":
-                    return self._json(200, fake._history())
+                    return self.answer(200, fake._history())
                 if method == "conversations.list":
-                    return self._json(
+                    return self.answer(
                         200,
                         {
                             "ok": True,
@@ -89,26 +89,7 @@ class FakeSlack:
                             "response_metadata": {"next_cursor": ""},
                         },
                     )
-                return self._json(200, {"ok": False, "error": "unknown_method"})
-
-            def _json(
-                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def drop(self) -> None:
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                return self.answer(200, {"ok": False, "error": "unknown_method"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -11,30 +11,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 from aggregates.person import Person
 from api.bootstrap import bootstrap
 from api.config import Config
 from tests.conftest import add_member_body
-from tests.pg_cluster import Cluster, wait_until
+from tests.pg_cluster import wait_until
 from tests.server import ADD, descendants, pm_ops, post, running_server_process, seed
 
 CALLS = 240
 CLIENTS = 8
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-    try:
-        yield made
-    finally:
-        made.destroy()
 
 
 def child_of(serve: subprocess.Popen[bytes], what: str) -> int:

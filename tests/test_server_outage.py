@@ -6,28 +6,16 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from tests.conftest import add_member_body
-from tests.pg_cluster import Cluster, wait_until
+from tests.pg_cluster import wait_until
 from tests.server import ADD, descendants, get, post, running_server_process, seed
 
 POST_BOUND = 2.0
 READY_BOUND = 1.0
 RECOVERY_BOUND = 5.0
 OUTAGE_SECONDS = 8.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-    try:
-        yield made
-    finally:
-        made.destroy()
 
 
 def test_store_down_answers_503_within_bounds_then_recovers(cluster):
