@@ -29,7 +29,8 @@ from commands.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Command, UnitOfWork], Outcome]
-Prefetcher = Callable[[Command, UnitOfWork], None]
+# Reads in the request thread; an outcome it returns (a replay) answers without a write.
+Prefetcher = Callable[[Command, UnitOfWork], Outcome | None]
 SAVED_VERSIONS_LIMIT = 50_000
 
 
@@ -80,7 +81,8 @@ class GroupCommitter:
         if prefetcher is not None:
             # Reads happen here, in the request thread, in parallel with other requests.
             reads = UnitOfWork(self._app.repository)
-            prefetcher(command, reads)
+            if (answered := prefetcher(command, reads)) is not None:
+                return answered
             ticket.seed = reads.loaded()
         self._ensure_started()
         self._queue.put(ticket)

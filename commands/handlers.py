@@ -130,8 +130,8 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
     owner = cmd.context.token_id
     delivery = uow.get(Delivery, Delivery.create_id(owner, cmd.key))
     if delivery is not None:
-        if delivery.fingerprint == cmd.fingerprint:
-            return Outcome(delivery.status, delivery.body.encode(), replayed=True)
+        if (outcome := replay(cmd, delivery)) is not None:
+            return outcome
         problem = key_reused(cmd)
         record_rejection(
             RecordRejection(
@@ -160,6 +160,13 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
     return Outcome(status, body)
 
 
+def replay(cmd: DeliveredCommand, delivery: Delivery) -> Outcome | None:
+    """The stored outcome when the call repeats the delivered one; None for another body."""
+    if delivery.fingerprint != cmd.fingerprint:
+        return None
+    return Outcome(delivery.status, delivery.body.encode(), replayed=True)
+
+
 def key_reused(cmd: DeliveredCommand) -> Problem:
     header = cmd.context.key_header or "X-CIO-Idempotency-Key"
     return Problem(
@@ -182,13 +189,17 @@ class Prefetcher:
         # A community, once created, is never removed: its existence can be remembered.
         self._communities: dict[UUID, Community] = {}
 
-    def __call__(self, cmd: DeliveredCommand, uow: UnitOfWork) -> None:
-        # Most keys are new: assume so and let a clash on save (a real retry) reread it.
-        uow.assume_absent(Delivery.create_id(cmd.context.token_id, cmd.key))
+    def __call__(self, cmd: DeliveredCommand, uow: UnitOfWork) -> Outcome | None:
+        """Returns the stored outcome of a replay: one read, and the committer is spared.
+        A delivery is written once and never changes, so this answer cannot go stale."""
+        delivery = uow.get(Delivery, Delivery.create_id(cmd.context.token_id, cmd.key))
+        if delivery is not None:
+            # Another body under a used key falls through: the handler records the 422.
+            return replay(cmd, delivery)
         try:
             find_person(uow, cmd.person)
         except Problem:
-            return
+            return None
         if isinstance(cmd, AddMember):
             community_id = Community.create_id(cmd.community_id)
             known = self._communities.get(community_id)
@@ -198,6 +209,7 @@ class Prefetcher:
                 if len(self._communities) >= self.MAX_KNOWN_COMMUNITIES:
                     self._communities.clear()
                 self._communities[community_id] = community
+        return None
 
 
 def generated_key() -> str:
@@ -211,6 +223,6 @@ HANDLERS: dict[type, Callable[..., Outcome]] = {
 }
 
 
-def prefetchers() -> dict[type, Callable[..., None]]:
+def prefetchers() -> dict[type, Callable[..., Outcome | None]]:
     prefetch = Prefetcher()
     return {AddMember: prefetch, SetSignupCode: prefetch}

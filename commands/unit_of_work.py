@@ -27,10 +27,6 @@ class UnitOfWork:
         assert found is None or isinstance(found, cls), (cls, type(found))
         return found
 
-    def assume_absent(self, aggregate_id: UUID) -> None:
-        """Skip the read: if it does exist after all, the save clashes and is retried."""
-        self._aggregates.setdefault(aggregate_id, None)
-
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
 
