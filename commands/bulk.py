@@ -1,57 +1,60 @@
-"""Many aggregates read in one query and written in one statement, for bulk commands
-such as the directory import.
+"""Many aggregates read in one query and written in one statement: for the directory
+import, and for the reads a request makes before its command is queued.
 
 The library's repository reads one aggregate per query, and `Application.save` sends
 events as one text-encoded composite array: an import of a million people spent its
-time in round trips and in encoding. `read_aggregates` selects the events of a whole
-batch of ids at once from the recorder's own table and rebuilds each aggregate with the
+time in round trips and in encoding. `read_aggregates` selects the events of several
+ids at once from the recorder's own table and rebuilds each aggregate with the
 library's mapper and projector, as `repository.get` would. `write_aggregates` maps the
 pending events with the library's mapper and, on PostgreSQL, COPYs them in binary inside
 the recorder's own transaction shape: its table lock (so notification ids are issued in
 commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
 
 from collections.abc import Collection, Iterable, Iterator
+from functools import cache
 from itertools import groupby, islice
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application, project_aggregate
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import EventStore, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
+COLUMNS = "originator_id, originator_version, topic, state"
 
 
-def read_aggregates(app: Application[UUID], ids: Collection[UUID]) -> dict[UUID, Aggregate | None]:
+def read_aggregates(
+    events: EventStore[UUID], ids: Collection[UUID]
+) -> dict[UUID, Aggregate | None]:
     """Each id's aggregate as stored now, or None where it has no events."""
     found: dict[UUID, Aggregate | None] = dict.fromkeys(ids)
-    events = (app.mapper.to_domain_event(stored) for stored in _stored_events(app, list(found)))
-    for aggregate_id, its_events in groupby(events, key=lambda event: event.originator_id):
+    domain_events = (
+        events.mapper.to_domain_event(stored)
+        for stored in _stored_events(events.recorder, list(found))
+    )
+    for aggregate_id, its_events in groupby(domain_events, key=lambda e: e.originator_id):
         found[aggregate_id] = project_aggregate(None, its_events)
     return found
 
 
-def _stored_events(app: Application[UUID], ids: list[UUID]) -> Iterator[StoredEvent]:
+def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
     """Every event of these ids, grouped by id, in version order within each."""
-    recorder: Any = app.recorder
-    table = recorder.events_table_name
+    postgres = isinstance(recorder, PostgresAggregateRecorder)
     iterator = iter(ids)
     while chunk := list(islice(iterator, CHUNK)):
-        if isinstance(recorder, PostgresAggregateRecorder):
-            statement = SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-            ).format(Identifier(recorder.datastore.schema), Identifier(table))
+        if postgres:
+            statement = _select_any(recorder.datastore.schema, recorder.events_table_name)
             with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(statement, (chunk,))
+                cursor.execute(statement, (chunk,), prepare=True)
                 rows = cursor.fetchall()
             convert = _same
         else:
             marks = ",".join("?" * len(chunk))
             statement_text = (
-                f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                f"SELECT {COLUMNS} FROM {recorder.events_table_name} "
                 f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
             )
             with recorder.datastore.transaction(commit=False) as cursor:
@@ -65,10 +68,6 @@ def _stored_events(app: Application[UUID], ids: list[UUID]) -> Iterator[StoredEv
                 topic=row["topic"],
                 state=bytes(row["state"]),
             )
-
-
-def _same(value: UUID) -> UUID:
-    return value
 
 
 def write_aggregates(app: Application[UUID], aggregates: Iterable[Aggregate]) -> None:
@@ -101,3 +100,15 @@ def write_aggregates(app: Application[UUID], aggregates: Iterable[Aggregate]) ->
                 rows.write_row(
                     (event.originator_id, event.originator_version, event.topic, event.state)
                 )
+
+
+@cache
+def _select_any(schema: str, table: str) -> Composed:
+    return SQL(
+        "SELECT " + COLUMNS + " FROM {}.{} "
+        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+    ).format(Identifier(schema), Identifier(table))
+
+
+def _same(value: UUID) -> UUID:
+    return value

@@ -14,7 +14,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from aggregates import Community, EmailIndex, Person, normalise_email
-from commands.bulk import read_aggregates, write_aggregates
+from commands.bulk import write_aggregates
 from commands.tokens import admin_meta
 from commands.unit_of_work import UnitOfWork
 
@@ -55,9 +55,9 @@ class DirectoryCommands(Application[UUID]):
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
             # One query reads the batch's people and the indexes of their emails.
-            ids = [Person.create_id(row.person_id) for row in batch]
-            ids += [EmailIndex.create_id(row.email) for row in batch]
-            uow = UnitOfWork(self.repository, read_aggregates(self, ids))
+            uow = UnitOfWork(self.repository)
+            uow.read_many(Person.create_id(row.person_id) for row in batch)
+            uow.read_many(EmailIndex.create_id(row.email) for row in batch)
             for row in batch:
                 _import_person(uow, row, meta, report)
             write_aggregates(self, uow.aggregates())
@@ -74,8 +74,8 @@ class DirectoryCommands(Application[UUID]):
         report = ImportReport()
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
-            ids = [Community.create_id(row.community_id) for row in batch]
-            uow = UnitOfWork(self.repository, read_aggregates(self, ids))
+            uow = UnitOfWork(self.repository)
+            uow.read_many(Community.create_id(row.community_id) for row in batch)
             for row in batch:
                 community = uow.get(Community, Community.create_id(row.community_id))
                 if community is None:

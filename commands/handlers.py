@@ -55,6 +55,14 @@ def find_person(uow: UnitOfWork, ref: PersonRef) -> Person:
     return person
 
 
+def person_or_index_id(ref: PersonRef) -> UUID:
+    """The aggregate a reference names first: the person, or the index of their email."""
+    if ref.person_id is not None:
+        return Person.create_id(ref.person_id)
+    assert ref.email is not None
+    return EmailIndex.create_id(ref.email)
+
+
 def add_member(cmd: AddMember, uow: UnitOfWork) -> Outcome:
     def execute() -> tuple[bytes, str]:
         person = find_person(uow, cmd.person)
@@ -192,7 +200,10 @@ class Prefetcher:
     def __call__(self, cmd: DeliveredCommand, uow: UnitOfWork) -> Outcome | None:
         """Returns the stored outcome of a replay: one read, and the committer is spared.
         A delivery is written once and never changes, so this answer cannot go stale."""
-        delivery = uow.get(Delivery, Delivery.create_id(cmd.context.token_id, cmd.key))
+        delivery_id = Delivery.create_id(cmd.context.token_id, cmd.key)
+        # One round trip for the delivery record and the person (or their email's index).
+        uow.read_many((delivery_id, person_or_index_id(cmd.person)))
+        delivery = uow.get(Delivery, delivery_id)
         if delivery is not None:
             # Another body under a used key falls through: the handler records the 422.
             return replay(cmd, delivery)

@@ -1,10 +1,13 @@
 """Aggregates loaded and created for one transaction (possibly many commands)."""
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
+
+from commands.bulk import read_aggregates
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -26,6 +29,12 @@ class UnitOfWork:
         found = self._aggregates[aggregate_id]
         assert found is None or isinstance(found, cls), (cls, type(found))
         return found
+
+    def read_many(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Load, in one query, those of these aggregates not loaded yet."""
+        missing = [i for i in aggregate_ids if i not in self._aggregates]
+        if missing:
+            self._aggregates.update(read_aggregates(self._repository.event_store, missing))
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
