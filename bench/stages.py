@@ -38,7 +38,7 @@ STAGES = [
     ("parsing", [("api/parsing.py", "parse_command")]),
     ("reads (prefetch)", [("commands/handlers.py", "__call__")]),
     ("handler", [("commands/handlers.py", "add_member")]),
-    ("save (one transaction)", [("eventsourcing/application.py", "save")]),
+    ("save (one transaction)", [("commands/bulk.py", "write_aggregates")]),
     ("response", [("api/resources.py", "answer")]),
     ("metrics", [("prometheus_client/metrics.py", "inc"), ("prometheus_client/metrics.py", "observe")]),
 ]  # fmt: skip

@@ -18,8 +18,9 @@ from uuid import UUID
 
 from eventsourcing.application import Application, project_aggregate
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import EventStore, StoredEvent
+from eventsourcing.persistence import EventStore, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
@@ -84,22 +85,38 @@ def write_aggregates(app: Application[UUID], aggregates: Iterable[Aggregate]) ->
     if not isinstance(recorder, PostgresApplicationRecorder):
         recorder.insert_events(stored)
         return
-    copy = SQL(
-        "COPY {}.{} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
-    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    _copy_events(recorder, stored)
+
+
+# Like the recorder's insert_events: a connection broken by a server restart is retried.
+@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+def _copy_events(recorder: PostgresApplicationRecorder, stored: list[StoredEvent]) -> None:
     with (
         recorder.datastore.get_connection() as conn,
         conn.transaction(),
         conn.cursor() as cursor,
     ):
-        recorder._lock_table(cursor)  # the recorder's own LOCK ... IN EXCLUSIVE MODE
-        recorder._notify_channel(cursor)
-        with cursor.copy(copy) as rows:
+        # The recorder's own statements (lock timeout, LOCK ... IN EXCLUSIVE MODE so
+        # notification ids follow commit order, NOTIFY), sent in one round trip.
+        cursor.execute(_lock_and_notify(recorder))
+        with cursor.copy(_copy(recorder.datastore.schema, recorder.events_table_name)) as rows:
             rows.set_types(["uuid", "int8", "text", "bytea"])
             for event in stored:
                 rows.write_row(
                     (event.originator_id, event.originator_version, event.topic, event.state)
                 )
+
+
+def _lock_and_notify(recorder: PostgresApplicationRecorder) -> Composed:
+    notify = SQL("NOTIFY {}").format(Identifier(recorder.channel_name))
+    return SQL("; ").join([*recorder.lock_table_statements, notify])
+
+
+@cache
+def _copy(schema: str, table: str) -> Composed:
+    return SQL("COPY {}.{} (" + COLUMNS + ") FROM STDIN (FORMAT BINARY)").format(
+        Identifier(schema), Identifier(table)
+    )
 
 
 @cache

@@ -23,6 +23,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
+from commands.bulk import write_aggregates
 from commands.messages import Command, Outcome
 from commands.unit_of_work import UnitOfWork
 
@@ -151,7 +152,7 @@ class GroupCommitter:
                 rest = [t for t in batch if t is not bad]
                 return self._commit(rest, seeded=False) if rest else None
             try:
-                self._app.save(*uow.aggregates())
+                write_aggregates(self._app, uow.aggregates())
             except IntegrityError:
                 # Another process changed one of these aggregates first.
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
