@@ -58,34 +58,43 @@ def main() -> None:
     with bootstrap(config, create_tables=False) as services:
         token = services.app.issue_token("stages", "bench", ["community:add"], [], None, None)
         client = testing.TestClient(create_app(services))
+        keys = [f"stages-{uuid.uuid4()}" for _ in range(CALLS)]
         threading.setprofile(profile_this_thread)  # the committer and limiter start lazily
         main_thread = cProfile.Profile(time.thread_time)
         profiles.append(main_thread)
         main_thread.enable()
-        for i in range(CALLS):
-            body = {
-                "data": {
-                    "type": "communityMembership",
-                    "attributes": {"personId": 1 + i % PEOPLE, "communityId": 1},
-                }
-            }
-            result = client.simulate_post(
-                "/api/v1/ops/people/communities/add",
-                json=body,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "X-CIO-Idempotency-Key": f"stages-{uuid.uuid4()}",
-                },
-            )
-            assert result.status_code == 200, result.text
+        for i, key in enumerate(keys):
+            send(client, token, i, key)
         main_thread.disable()
         threading.setprofile(None)  # type: ignore[arg-type]
+        replays = cProfile.Profile(time.thread_time)  # answered in the request thread
+        replays.enable()
+        for i, key in enumerate(keys):
+            send(client, token, i, key, replayed=True)
+        replays.disable()
     for profile in profiles:
         profile.disable()
-    print(report(profiles))
+    print(report(profiles, "add-member request, new key"))
+    print(report([replays], "replay"))
 
 
-def report(profiles: list[cProfile.Profile]) -> str:
+def send(client: testing.TestClient, token: str, i: int, key: str, replayed: bool = False) -> None:
+    body = {
+        "data": {
+            "type": "communityMembership",
+            "attributes": {"personId": 1 + i % PEOPLE, "communityId": 1},
+        }
+    }
+    result = client.simulate_post(
+        "/api/v1/ops/people/communities/add",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "X-CIO-Idempotency-Key": key},
+    )
+    assert result.status_code == 200, result.text
+    assert (result.headers.get("Idempotent-Replayed") == "true") == replayed
+
+
+def report(profiles: list[cProfile.Profile], what: str) -> str:
     stats = pstats.Stats(profiles[0])
     for profile in profiles[1:]:
         stats.add(profile)
@@ -114,10 +123,12 @@ def report(profiles: list[cProfile.Profile]) -> str:
     )
     shares["HTTP (falcon, in-process)"] = cumulative(TOTALS[:1]) - in_request_thread
     lines = [
-        f"CPU of one add-member request, {CALLS} sequential calls in-process under cProfile "
+        f"CPU of one {what}, {CALLS} sequential calls in-process under cProfile "
         f"({total / CALLS * 1e6:,.0f} µs each, profiled):"
     ]
     for stage, seconds in sorted(shares.items(), key=lambda item: -item[1]):
+        if seconds <= 0:
+            continue
         lines.append(
             f"  {stage:32} {seconds / CALLS * 1e6:7,.0f} µs  {100 * seconds / total:5.1f} %"
         )

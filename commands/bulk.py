@@ -3,9 +3,9 @@ import, and for the reads a request makes before its command is queued.
 
 The library's repository reads one aggregate per query, and `Application.save` sends
 events as one text-encoded composite array: an import of a million people spent its
-time in round trips and in encoding. `read_aggregates` selects the events of several
-ids at once from the recorder's own table and rebuilds each aggregate with the
-library's mapper and each event's mutate(), as `repository.get` would. `write_aggregates` maps the
+time in round trips and in encoding. `read_stored` selects the events of several
+ids at once from the recorder's own table, and `rebuild` makes an aggregate of them with
+the library's mapper and each event's mutate(), as `repository.get` would. `write_aggregates` maps the
 pending events with the library's mapper and, on PostgreSQL, COPYs them in binary inside
 the recorder's own transaction shape: its table lock (so notification ids are issued in
 commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
@@ -27,23 +27,25 @@ CHUNK = 900  # SQLite allows at most 999 parameters per statement in older build
 COLUMNS = "originator_id, originator_version, topic, state"
 
 
-def read_aggregates(
-    events: EventStore[UUID], ids: Collection[UUID]
-) -> dict[UUID, Aggregate | None]:
-    """Each id's aggregate as stored now, or None where it has no events."""
-    found: dict[UUID, Aggregate | None] = dict.fromkeys(ids)
-    domain_events = (
-        events.mapper.to_domain_event(stored)
-        for stored in _stored_events(events.recorder, list(found))
-    )
-    for aggregate_id, its_events in groupby(domain_events, key=lambda e: e.originator_id):
-        aggregate = None
-        for event in its_events:
-            # The library's project_aggregate, without its per-event isinstance check
-            # against a runtime Protocol: that check alone cost a quarter of a read.
-            aggregate = event.mutate(aggregate)
-        found[aggregate_id] = aggregate
+def read_stored(events: EventStore[UUID], ids: Collection[UUID]) -> dict[UUID, list[StoredEvent]]:
+    """Each id's stored events in version order (none where it does not exist), in one
+    query; `rebuild` turns them into the aggregate when, and only if, it is needed."""
+    found: dict[UUID, list[StoredEvent]] = {aggregate_id: [] for aggregate_id in ids}
+    for aggregate_id, its_events in groupby(
+        _stored_events(events.recorder, list(found)), key=lambda e: e.originator_id
+    ):
+        found[aggregate_id] = list(its_events)
     return found
+
+
+def rebuild(events: EventStore[UUID], stored: list[StoredEvent]) -> Aggregate | None:
+    """The aggregate these events make, or None for no events. The library's
+    project_aggregate, without its per-event isinstance check against a runtime
+    Protocol: that check alone cost a quarter of a read."""
+    aggregate = None
+    for event in map(events.mapper.to_domain_event, stored):
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
