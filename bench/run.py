@@ -11,13 +11,17 @@ In one run, on a fresh schema:
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
 3. reads the API workers' RSS, rebuilds each projection with `pm-ops projections rebuild`
-   (events/s), and profiles one request per stage in-process (bench/stages.py).
+   (events/s), and profiles one request per stage in-process (bench/stages.py);
+4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
+   fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
+   call took to appear in a post (OPS_BENCH_FEED_SECONDS, default 20).
 
 wrk and the servers share the machine: quote ratios from one run, not absolute numbers."""
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -43,6 +48,7 @@ SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "2"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
 WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
+FEED_RATE, FEED_SECONDS = 50, int(os.environ.get("OPS_BENCH_FEED_SECONDS", "20"))
 LUA = ROOT / "bench" / "wrk" / "add_member.lua"
 WRK_HINT = (
     "wrk is missing: install it from the distribution's packages "
@@ -207,6 +213,16 @@ def log_head(env: dict[str, str]) -> int:
 def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit(WRK_HINT)
+    with fresh_schema() as (schema, env):
+        report = bench(env, schema)
+    with fresh_schema() as (_, env):
+        report += "\n" + feed_lag_report(env)
+    print(report)
+
+
+@contextmanager
+def fresh_schema() -> Iterator[tuple[str, dict[str, str]]]:
+    """A schema of its own (with the anchor's tables) and the environment naming it."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -219,11 +235,10 @@ def main() -> None:
     }
     env.setdefault("OPS_SECRET_KEY", "YmVuY2gtb25seS1zZWNyZXQta2V5LWZvci1wbS1vcHM=")
     try:
-        report = bench(env, schema)
+        yield schema, env
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    print(report)
 
 
 def bench(env: dict[str, str], schema: str) -> str:
@@ -321,6 +336,60 @@ def stage_report(env: dict[str, str]) -> list[str]:
         text=True,
     )
     return stages.stdout.rstrip().splitlines()
+
+
+def feed_lag_report(env: dict[str, str]) -> str:
+    """Seconds from a call's answer to the Slack post that shows it, with `pm-ops serve`
+    running its projections and the feed against a local fake Slack, at FEED_RATE calls/s."""
+    from tests.fake_slack import FakeSlack
+
+    workdir = Path(tempfile.mkdtemp(prefix="pm-ops-feed-"))
+    people, communities = workdir / "people.csv", workdir / "communities.csv"
+    people.write_text("id,email\n" + "".join(f"{i},f{i}@bench.example\n" for i in range(1, 1001)))
+    communities.write_text("id,name\n1,Feed\n")
+    run_cli(env, "directory", "import", "--people", str(people), "--communities", str(communities))
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "feed", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    fake = FakeSlack().start()
+    feed_env = {**env, "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_API_URL": fake.url}
+    argv = [pm_ops(), "serve", "--workers", str(WORKERS)]
+    server = Server("pm-ops", lambda port: [*argv, "--port", str(port)], feed_env, token, 1)
+    sent: dict[str, float] = {}
+    prefix = uuid.uuid4().hex[:8]
+    try:
+        with serving(server) as (base, _):
+            started = time.monotonic()
+            for i in range(FEED_RATE * FEED_SECONDS):
+                time.sleep(max(0.0, started + i / FEED_RATE - time.monotonic()))
+                key = f"feed-{prefix}-{i}"
+                post(base, token, key, 1 + i % 1000, 1)
+                sent[key] = time.monotonic()
+            pace = len(sent) / (time.monotonic() - started)
+            deadline = time.monotonic() + 60
+            while len(posted_at(fake, sent)) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        shown = posted_at(fake, sent)
+    finally:
+        fake.stop()
+    lags = sorted(shown[key] - sent[key] for key in shown)
+    if not lags:
+        return "Slack feed: nothing was posted within a minute"
+    return (
+        f"Slack feed at {pace:.0f} calls/s for {FEED_SECONDS} s: lag p50 "
+        f"{lags[len(lags) // 2]:.1f} s, max {lags[-1]:.1f} s; {len(shown)} of {len(sent)} calls "
+        f"shown in {len(fake.posts)} posts"
+    )
+
+
+def posted_at(fake: Any, sent: dict[str, float]) -> dict[str, float]:
+    """When each sent key first appeared in a Slack post."""
+    shown: dict[str, float] = {}
+    with fake.lock:
+        for item in fake.posts:
+            for key in re.findall(r"key `([^`]+)`", item.body):
+                if key in sent:
+                    shown.setdefault(key, item.at)
+    return shown
 
 
 def machine() -> str:
