@@ -7,7 +7,8 @@ In one run, on a fresh schema:
 1. imports OPS_BENCH_PEOPLE people with `pm-ops directory import` (rows/s, peak RSS) and
    runs the same import again (a no-op);
 2. alternates the servers A B A B: pm-ops under `pm-ops serve --workers 2`, the anchor
-   (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here. Each
+   (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
+   (OPS_BENCH_ROUNDS rounds, default 3; the median ratio is the figure to quote). Each
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
 3. reads the API workers' RSS, rebuilds each projection with `pm-ops projections rebuild`
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +47,7 @@ from tests.server import free_port, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "10"))
-ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "3"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
 WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
 FEED_RATE, FEED_SECONDS = 50, int(os.environ.get("OPS_BENCH_FEED_SECONDS", "20"))
@@ -258,6 +260,7 @@ def bench(env: dict[str, str], schema: str) -> str:
     )
     _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench", "--actor", "bench")
     token = issued.strip().splitlines()[-1]
+    vacuum(schema)
 
     ours = Server(
         "pm-ops",
@@ -291,6 +294,16 @@ def bench(env: dict[str, str], schema: str) -> str:
     return "\n".join(lines)
 
 
+def vacuum(schema: str) -> None:
+    """Analyze what the import wrote now, not in an autovacuum during the first round."""
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f'VACUUM (ANALYZE) "{schema}"."{table}"')
+
+
 def load_report(ours: Server, anchor: Server) -> list[str]:
     lines = [
         f"wrk, {WRK_THREADS} threads, {CONNECTIONS} connections, {SECONDS} s each, "
@@ -307,7 +320,10 @@ def load_report(ours: Server, anchor: Server) -> list[str]:
                 f"    {server.name:7} {rates} req/s   p50 {loads[-1].p50_ms:.1f} ms"
                 f"  p99 {loads[-1].p99_ms:.1f} ms"
             )
-        lines.append("    ratio   " + ", ".join(f"{r:.2f}" for r in ratios) + " (pm-ops/anchor)")
+        lines.append(
+            "    ratio   " + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"   median {statistics.median(ratios):.2f} (pm-ops/anchor)"
+        )  # fmt: skip
     new_rate = sum(load.rate for load in ours.new) / len(ours.new)
     replay_rate = sum(load.rate for load in ours.replay) / len(ours.replay)
     lines.append(f"  pm-ops replays / new calls: {replay_rate / new_rate:.2f}")

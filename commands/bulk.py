@@ -3,12 +3,12 @@ import, and for the reads a request makes before its command is queued.
 
 The library's repository reads one aggregate per query, and `Application.save` sends
 events as one text-encoded composite array: an import of a million people spent its
-time in round trips and in encoding. `read_stored` selects the events of several
-ids at once from the recorder's own table, and `rebuild` makes an aggregate of them with
-the library's mapper and each event's mutate(), as `repository.get` would. `write_aggregates` maps the
-pending events with the library's mapper and, on PostgreSQL, COPYs them in binary inside
-the recorder's own transaction shape: its table lock (so notification ids are issued in
-commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
+time in round trips and in encoding. `read_stored` selects the events of several ids at
+once from the recorder's own table, and `rebuild` makes an aggregate of them with the
+library's mapper and each event's mutate(), as `repository.get` would. `write_aggregates`
+maps the pending events with the library's mapper and, on PostgreSQL, COPYs them in binary
+inside the recorder's own transaction shape: its table lock (so notification ids are
+issued in commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
 
 from collections.abc import Collection, Iterable, Iterator
 from functools import cache

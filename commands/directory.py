@@ -1,8 +1,8 @@
 """The directory import: the people and communities the operations refer to.
 
 Rows arrive validated (the CLI refuses a bad file whole, with line numbers);
-each batch is read in one query and written in one transaction (the recorder's
-single multi-row INSERT); re-running is a no-op; a changed email is an
+each batch is read in two queries (its people, then their emails' indexes) and written
+in one transaction (one COPY under the recorder's lock); re-running is a no-op; a changed email is an
 EmailChanged event that moves the person between email indexes in the same save."""
 
 from collections.abc import Callable, Iterable, Iterator
@@ -54,7 +54,7 @@ class DirectoryCommands(Application[UUID]):
         report = ImportReport()
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
-            # One query reads the batch's people and the indexes of their emails.
+            # Two queries read the batch's people and the indexes of their emails.
             uow = UnitOfWork(self.repository)
             uow.read_many(Person.create_id(row.person_id) for row in batch)
             uow.read_many(EmailIndex.create_id(row.email) for row in batch)

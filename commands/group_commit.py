@@ -4,8 +4,10 @@ The PostgreSQL recorder locks the events table for every insert, so one
 transaction per request caps a process at a few hundred writes a second.
 Request threads hand their command to one committer thread per process; it
 runs whatever has queued up through the handlers in one unit of work (so two
-commands for one person see each other, in arrival order) and saves all their
-events and delivery records in a single save(). A version clash with another
+commands for one person see each other, in arrival order) and writes all their
+events and delivery records in one transaction (commands/bulk.py: one COPY under
+the recorder's lock). A replay never gets here: the request thread answers it
+from the delivery record it read. A version clash with another
 process retries the batch on fresh aggregates; a batch that keeps clashing is
 split so one hot command cannot starve the others.
 """
