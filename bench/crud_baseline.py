@@ -1,6 +1,7 @@
-"""A thin CRUD version of add-member, for comparison: same auth header check,
-one INSERT for the membership and one for the idempotency key, one transaction per
-request, no event log. Served by gunicorn exactly like pm-ops."""
+"""A thin CRUD version of add-member, for comparison: the same bearer check, a
+read of the idempotency row (a replay answers from it, a different body is a 422),
+else one transaction with the membership upsert and the idempotency row. No event
+log. bench/run.py serves it under granian (WSGI, its best settings here)."""
 
 import hashlib
 import os
@@ -12,7 +13,8 @@ from psycopg_pool import ConnectionPool
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS crud_memberships (person_id BIGINT, community_id BIGINT,
     PRIMARY KEY (person_id, community_id));
-CREATE TABLE IF NOT EXISTS crud_deliveries (owner TEXT, key TEXT, body BYTEA, PRIMARY KEY (owner, key));
+CREATE TABLE IF NOT EXISTS crud_deliveries (owner TEXT, key TEXT, fingerprint TEXT, body BYTEA,
+    PRIMARY KEY (owner, key));
 """
 
 
@@ -25,10 +27,22 @@ class AddMember:
         presented = (req.get_header("Authorization") or "").removeprefix("Bearer ")
         if hashlib.sha256(presented.encode()).hexdigest() != self._token_hash:
             raise falcon.HTTPUnauthorized()
-        attrs = orjson.loads(req.bounded_stream.read())["data"]["attributes"]
+        raw = req.bounded_stream.read()
+        fingerprint = hashlib.sha256(raw).hexdigest()
+        attrs = orjson.loads(raw)["data"]["attributes"]
         person, community = attrs["personId"], attrs["communityId"]
         key = req.get_header("X-CIO-Idempotency-Key") or ""
         with self._pool.connection() as conn:
+            stored = conn.execute(
+                "SELECT fingerprint, body FROM crud_deliveries WHERE owner = 'bench' AND key = %s",
+                (key,),
+            ).fetchone()
+            conn.commit()
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    raise falcon.HTTPUnprocessableEntity()
+                resp.data = bytes(stored[1])
+                return
             inserted = conn.execute(
                 "INSERT INTO crud_memberships VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (person, community),
@@ -47,8 +61,8 @@ class AddMember:
                 }
             )
             conn.execute(
-                "INSERT INTO crud_deliveries VALUES ('bench', %s, %s) ON CONFLICT DO NOTHING",
-                (key, body),
+                "INSERT INTO crud_deliveries VALUES ('bench', %s, %s, %s) ON CONFLICT DO NOTHING",
+                (key, fingerprint, body),
             )
         resp.data = body
 

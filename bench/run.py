@@ -1,14 +1,30 @@
-"""Add-member throughput: pm-ops (event log, group commit) against a thin CRUD
-version of itself, both on PostgreSQL behind gunicorn gthread with the same workers.
+"""`make bench`: pm-ops against a thin CRUD anchor on PostgreSQL, measured with wrk.
 
-    make bench        (OPS_BENCH_POSTGRES_URL, default the local test database)
+    make bench      (OPS_BENCH_POSTGRES_URL, default the local test database;
+                     OPS_BENCH_SECONDS per measurement, OPS_BENCH_ROUNDS, OPS_BENCH_PEOPLE)
 
-Prints requests/second for each and the ratio. One run on a noisy 2-core machine
-(the load generator shares it): quote ratios from the same run, not absolute numbers."""
+In one run, on a fresh schema:
+1. imports OPS_BENCH_PEOPLE people with `pm-ops directory import` (rows/s, peak RSS) and
+   runs the same import again (a no-op);
+2. alternates the servers A B A B: pm-ops under `pm-ops serve --workers 2`, the anchor
+   (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
+   (OPS_BENCH_ROUNDS rounds, default 3; the median ratio is the figure to quote). Each
+   round uses people and keys of its own. Per server: add-member with a new key every
+   call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
+3. reads the API workers' RSS, rebuilds each projection with `pm-ops projections rebuild`
+   (events/s), and profiles one request per stage in-process (bench/stages.py);
+4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
+   fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
+   call took to appear in a post (OPS_BENCH_FEED_SECONDS, default 20).
+
+wrk and the servers share the machine: quote ratios from one run, not absolute numbers."""
 
 import hashlib
 import json
 import os
+import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,164 +32,390 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.crud_baseline import SCHEMA
-from tests.server import free_port, pm_ops
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.crud_baseline import SCHEMA  # noqa: E402
+from tests.server import free_port, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-WORKERS, THREADS, CLIENTS, REQUESTS = "2", "16", 32, 3000
-PEOPLE = 2000
+SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "3"))
+PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
+WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
+FEED_RATE, FEED_SECONDS = 50, int(os.environ.get("OPS_BENCH_FEED_SECONDS", "20"))
+LUA = ROOT / "bench" / "wrk" / "add_member.lua"
+WRK_HINT = (
+    "wrk is missing: install it from the distribution's packages "
+    "(Debian/Ubuntu: apt-get install -y wrk; macOS: brew install wrk)."
+)
 
 
-def load(base: str, token: str, community: int) -> float:
-    """Requests per second for REQUESTS add-member calls from CLIENTS threads."""
+@dataclass
+class Load:
+    rate: float
+    p50_ms: float
+    p99_ms: float
 
-    def call(i: int) -> int:
-        body = {
-            "data": {
-                "type": "communityMembership",
-                "attributes": {"personId": 1 + i % PEOPLE, "communityId": community},
-            }
+
+@dataclass
+class Server:
+    name: str
+    argv: Callable[[int], list[str]]
+    env: dict[str, str]
+    token: str
+    community: int
+    new: list[Load] = field(default_factory=list)
+    replay: list[Load] = field(default_factory=list)
+    calls: int = 0
+    rss_mb: float = 0.0
+
+
+def wrk(base: str, seconds: int, *args: object) -> Load:
+    argv = ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s"]
+    argv += ["--timeout", "10s", "-s", str(LUA), base, "--", *map(str, args)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["non_2xx"] or result["socket_errors"]:
+        raise SystemExit(f"wrk saw errors against {base}: {result}")
+    return Load(
+        result["requests"] / (result["duration_us"] / 1e6),
+        result["p50_us"] / 1000,
+        result["p99_us"] / 1000,
+    )
+
+
+def post(base: str, token: str, key: str, person: int, community: int) -> None:
+    body = {
+        "data": {
+            "type": "communityMembership",
+            "attributes": {"personId": person, "communityId": community},
         }
-        request = urllib.request.Request(
-            base + "/api/v1/ops/people/communities/add",
-            json.dumps(body).encode(),
-            {
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token}",
-                "X-CIO-Idempotency-Key": str(uuid.uuid4()),
-            },
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status
-
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(call, range(200)))  # warm up
-        started = time.perf_counter()
-        statuses = list(pool.map(call, range(200, 200 + REQUESTS)))
-        elapsed = time.perf_counter() - started
-    assert set(statuses) == {200}, set(statuses)
-    return REQUESTS / elapsed
+    }
+    request = urllib.request.Request(
+        base + "/api/v1/ops/people/communities/add",
+        json.dumps(body, separators=(",", ":")).encode(),
+        {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "X-CIO-Idempotency-Key": key,
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, response.status
 
 
-def measure(
-    argv: Callable[[int], list[str]], env: dict[str, str], token: str, community: int
-) -> float:
-    """Start a server on a free port, wait for it, load it, stop it."""
+@contextmanager
+def serving(server: Server) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start a server on a free port, wait until it answers, stop it afterwards."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        argv(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        for _ in range(300):
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            server.argv(port), env=server.env, stdout=subprocess.DEVNULL, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(base + "/healthz", timeout=1).close()
+                    break
+                except urllib.error.HTTPError:
+                    break  # the anchor has no /healthz: a 404 means a worker is up
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise SystemExit(
+                            f"{server.name} did not start:\n{log.read().decode()[-2000:]}"
+                        ) from None
+                    time.sleep(0.2)
+            time.sleep(1)  # let every worker finish starting
+            yield base, process
+        finally:
+            process.terminate()
             try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                time.sleep(2)  # the baseline has no /healthz: a 404 means a worker is up
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise SystemExit(f"{argv(port)[0]} died on start") from None
-                time.sleep(0.1)
-        return load(base, token, community)
-    finally:
-        server.terminate()
-        server.wait()
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def measure_round(server: Server, people: range) -> None:
+    """Warm up, new keys, then REPLAY_KEYS keys sent once and then again and again."""
+    prefix = uuid.uuid4().hex[:12]
+    low, high = people.start, people.stop - 1
+    with serving(server) as (base, process):
+        wrk(base, 2, "new", server.token, f"warm-{prefix}", low, high, server.community)
+        server.new.append(
+            wrk(base, SECONDS, "new", server.token, f"new-{prefix}", low, high, server.community)
+        )
+        for i in range(REPLAY_KEYS):
+            post(base, server.token, f"replay-{prefix}-{i}", low + i, server.community)
+        server.replay.append(
+            wrk(
+                base, SECONDS, "replay", server.token, f"replay-{prefix}", low, REPLAY_KEYS,
+                server.community,
+            )
+        )  # fmt: skip
+        calls = sum(load.rate for load in (server.new[-1], server.replay[-1])) * SECONDS
+        server.calls = int(calls)
+        server.rss_mb = worker_rss_mb(process.pid)
+
+
+def worker_rss_mb(pid: int) -> float:
+    """The largest resident set among the server's descendant processes (its workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    largest, pending = 0, list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        pending += children.get(child, [])
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                largest = max(largest, int(line.split()[1]))
+    return largest / 1024
+
+
+def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
+    """Run `pm-ops ARGS`; seconds taken, the process's peak RSS in MB, its stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen([pm_ops(), *args], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(f"pm-ops {' '.join(args)} failed:\n{err.read().decode()[-2000:]}")
+        return elapsed, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def log_head(env: dict[str, str]) -> int:
+    _, _, out = run_cli(env, "projections", "status", "--format", "json")
+    return max(json.loads(line)["head"] for line in out.splitlines() if line.strip())
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit(WRK_HINT)
+    with fresh_schema() as (schema, env):
+        report = bench(env, schema)
+    with fresh_schema() as (_, env):
+        report += "\n" + feed_lag_report(env)
+    print(report)
+
+
+@contextmanager
+def fresh_schema() -> Iterator[tuple[str, dict[str, str]]]:
+    """A schema of its own (with the anchor's tables) and the environment naming it."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
         conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(SCHEMA)  # the baseline's tables, made before its workers fork
+        conn.execute(SCHEMA)  # the anchor's tables, made before its workers fork
     env = {
         **os.environ,
         "OPS_DATABASE_URL": f"{POSTGRES}?schema={schema}",
-        "OPS_RATE_LIMIT_PER_MINUTE": "10000000",
+        "OPS_RATE_LIMIT_PER_MINUTE": "100000000",
     }
+    env.setdefault("OPS_SECRET_KEY", "YmVuY2gtb25seS1zZWNyZXQta2V5LWZvci1wbS1vcHM=")
     try:
-        workdir = Path(tempfile.mkdtemp(prefix="pm-ops-bench-"))
-        people, communities = workdir / "people.csv", workdir / "communities.csv"
-        people.write_text(
-            "id,email\n" + "".join(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1))
-        )
-        communities.write_text("id,name\n1,Bench\n2,Bench two\n")
-        run = {"env": env, "check": True, "capture_output": True, "text": True}
-        subprocess.run(
-            [
-                pm_ops(),
-                "directory",
-                "import",
-                "--people",
-                str(people),
-                "--communities",
-                str(communities),
-            ],
-            **run,
-        )
-        issued = subprocess.run(
-            [pm_ops(), "tokens", "issue", "--name", "bench", "--actor", "bench"], **run
-        )
-        token = issued.stdout.strip().splitlines()[-1]
-
-        pm_ops_rate = measure(
-            lambda port: [
-                pm_ops(),
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                WORKERS,
-                "--threads",
-                THREADS,
-                "--no-projections",
-            ],
-            env,
-            token,
-            community=1,
-        )
-        crud_env = {
-            **os.environ,
-            "CRUD_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
-            "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest(),
-        }
-        crud_rate = measure(
-            lambda port: [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--chdir",
-                str(Path(__file__).parent),
-                "-w",
-                WORKERS,
-                "-k",
-                "gthread",
-                "--threads",
-                THREADS,
-                "-b",
-                f"127.0.0.1:{port}",
-                "crud_baseline:create_app()",
-            ],
-            crud_env,
-            token,
-            community=2,
-        )
-        print(f"  pm-ops: {pm_ops_rate:8.0f} add-member requests/s")
-        print(f"    crud: {crud_rate:8.0f} add-member requests/s")
-        print(f"   ratio: {pm_ops_rate / crud_rate:.2f} (pm-ops / crud)")
+        yield schema, env
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def bench(env: dict[str, str], schema: str) -> str:
+    lines = [f"pm-ops bench on {machine()}"]
+    workdir = Path(tempfile.mkdtemp(prefix="pm-ops-bench-"))
+    people, communities = workdir / "people.csv", workdir / "communities.csv"
+    with people.open("w") as f:
+        f.write("id,email\n")
+        f.writelines(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1))
+    communities.write_text("id,name\n1,Bench\n")
+    run_cli(env, "directory", "import", "--communities", str(communities))
+    seconds, rss, _ = run_cli(env, "directory", "import", "--people", str(people))
+    again, _, _ = run_cli(env, "directory", "import", "--people", str(people))
+    lines.append(
+        f"directory import: {PEOPLE / seconds:,.0f} rows/s ({PEOPLE:,} people in {seconds:.1f} s,"
+        f" peak RSS {rss:.0f} MB); the same file again: {PEOPLE / again:,.0f} rows/s (no-op)"
+    )
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    vacuum(schema)
+
+    ours = Server(
+        "pm-ops",
+        lambda port: [
+            pm_ops(), "serve", "--port", str(port), "--workers", str(WORKERS), "--no-projections",
+        ],
+        env, token, community=1,
+    )  # fmt: skip
+    anchor = Server(
+        "anchor",
+        lambda port: [
+            str(Path(sys.executable).parent / "granian"), "--interface", "wsgi",
+            "--workers", str(WORKERS), "--blocking-threads", "8", "--host", "127.0.0.1",
+            "--port", str(port), "--working-dir", str(ROOT / "bench"),
+            "--factory", "crud_baseline:create_app",
+        ],
+        {
+            **os.environ,
+            "CRUD_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
+            "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest(),
+        },
+        token, community=1,
+    )  # fmt: skip
+    share = PEOPLE // ROUNDS
+    for r in range(ROUNDS):
+        for server in (ours, anchor):
+            measure_round(server, range(1 + r * share, 1 + (r + 1) * share))
+    lines += load_report(ours, anchor)
+    lines += rebuild_report(env)
+    lines += stage_report(env)
+    return "\n".join(lines)
+
+
+def vacuum(schema: str) -> None:
+    """Analyze what the import wrote now, not in an autovacuum during the first round."""
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f'VACUUM (ANALYZE) "{schema}"."{table}"')
+
+
+def load_report(ours: Server, anchor: Server) -> list[str]:
+    lines = [
+        f"wrk, {WRK_THREADS} threads, {CONNECTIONS} connections, {SECONDS} s each, "
+        f"{ROUNDS} rounds A B A B (req/s per round; latency of the last round)"
+    ]
+    for scenario in ("new", "replay"):
+        title = {"new": "add-member, new key", "replay": f"the same {REPLAY_KEYS} keys again"}
+        mine, theirs = getattr(ours, scenario), getattr(anchor, scenario)
+        ratios = [a.rate / b.rate for a, b in zip(mine, theirs, strict=True)]
+        lines.append(f"  {title[scenario]}:")
+        for server, loads in ((ours, mine), (anchor, theirs)):
+            rates = ", ".join(f"{load.rate:,.0f}" for load in loads)
+            lines.append(
+                f"    {server.name:7} {rates} req/s   p50 {loads[-1].p50_ms:.1f} ms"
+                f"  p99 {loads[-1].p99_ms:.1f} ms"
+            )
+        lines.append(
+            "    ratio   " + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"   median {statistics.median(ratios):.2f} (pm-ops/anchor)"
+        )  # fmt: skip
+    new_rate = sum(load.rate for load in ours.new) / len(ours.new)
+    replay_rate = sum(load.rate for load in ours.replay) / len(ours.replay)
+    lines.append(f"  pm-ops replays / new calls: {replay_rate / new_rate:.2f}")
+    lines.append(
+        f"  API worker RSS after ~{ours.calls:,} calls: {ours.rss_mb:.0f} MB"
+        f" (anchor {anchor.rss_mb:.0f} MB)"
+    )
+    return lines
+
+
+def rebuild_report(env: dict[str, str]) -> list[str]:
+    events = log_head(env)
+    parts = []
+    for name in ("state", "audit", "chain"):
+        seconds, _, _ = run_cli(env, "projections", "rebuild", name)
+        parts.append(f"{name} {events / seconds:,.0f}")
+    return [f"projection rebuild, {events:,} events: " + ", ".join(parts) + " events/s"]
+
+
+def stage_report(env: dict[str, str]) -> list[str]:
+    stages = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "stages.py")],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return stages.stdout.rstrip().splitlines()
+
+
+def feed_lag_report(env: dict[str, str]) -> str:
+    """Seconds from a call's answer to the Slack post that shows it, with `pm-ops serve`
+    running its projections and the feed against a local fake Slack, at FEED_RATE calls/s."""
+    from tests.fake_slack import FakeSlack
+
+    workdir = Path(tempfile.mkdtemp(prefix="pm-ops-feed-"))
+    people, communities = workdir / "people.csv", workdir / "communities.csv"
+    people.write_text("id,email\n" + "".join(f"{i},f{i}@bench.example\n" for i in range(1, 1001)))
+    communities.write_text("id,name\n1,Feed\n")
+    run_cli(env, "directory", "import", "--people", str(people), "--communities", str(communities))
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "feed", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    fake = FakeSlack().start()
+    feed_env = {**env, "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_API_URL": fake.url}
+    argv = [pm_ops(), "serve", "--workers", str(WORKERS)]
+    server = Server("pm-ops", lambda port: [*argv, "--port", str(port)], feed_env, token, 1)
+    sent: dict[str, float] = {}
+    prefix = uuid.uuid4().hex[:8]
+    try:
+        with serving(server) as (base, _):
+            started = time.monotonic()
+            for i in range(FEED_RATE * FEED_SECONDS):
+                time.sleep(max(0.0, started + i / FEED_RATE - time.monotonic()))
+                key = f"feed-{prefix}-{i}"
+                post(base, token, key, 1 + i % 1000, 1)
+                sent[key] = time.monotonic()
+            pace = len(sent) / (time.monotonic() - started)
+            deadline = time.monotonic() + 60
+            while len(posted_at(fake, sent)) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        shown = posted_at(fake, sent)
+    finally:
+        fake.stop()
+    lags = sorted(shown[key] - sent[key] for key in shown)
+    if not lags:
+        return "Slack feed: nothing was posted within a minute"
+    return (
+        f"Slack feed at {pace:.0f} calls/s for {FEED_SECONDS} s: lag p50 "
+        f"{lags[len(lags) // 2]:.1f} s, max {lags[-1]:.1f} s; {len(shown)} of {len(sent)} calls "
+        f"shown in {len(fake.posts)} posts"
+    )
+
+
+def posted_at(fake: Any, sent: dict[str, float]) -> dict[str, float]:
+    """When each sent key first appeared in a Slack post."""
+    shown: dict[str, float] = {}
+    with fake.lock:
+        for item in fake.posts:
+            for key in re.findall(r"key `([^`]+)`", item.body):
+                if key in sent:
+                    shown.setdefault(key, item.at)
+    return shown
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, {model}, load average {load:.1f} at start"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The directory import: the people and communities the operations refer to.
 
 Rows arrive validated (the CLI refuses a bad file whole, with line numbers);
-each batch is one transaction; re-running is a no-op; a changed email is an
+each batch is read in two queries (its people, then their emails' indexes) and written
+in one transaction (one COPY under the recorder's lock); re-running is a no-op; a changed email is an
 EmailChanged event that moves the person between email indexes in the same save."""
 
 from collections.abc import Callable, Iterable, Iterator
@@ -13,6 +14,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from aggregates import Community, EmailIndex, Person, normalise_email
+from commands.bulk import write_aggregates
 from commands.tokens import admin_meta
 from commands.unit_of_work import UnitOfWork
 
@@ -46,16 +48,19 @@ class DirectoryCommands(Application[UUID]):
     def import_people(
         self,
         rows: Iterable[PersonRow],
-        batch_size: int = 500,
+        batch_size: int = 1000,
         on_batch: Callable[[int], None] | None = None,
     ) -> ImportReport:
         report = ImportReport()
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
+            # Two queries read the batch's people and the indexes of their emails.
             uow = UnitOfWork(self.repository)
+            uow.read_many(Person.create_id(row.person_id) for row in batch)
+            uow.read_many(EmailIndex.create_id(row.email) for row in batch)
             for row in batch:
                 _import_person(uow, row, meta, report)
-            self.save(*uow.aggregates())
+            write_aggregates(self, uow.aggregates())
             if on_batch:
                 on_batch(len(batch))
         return report
@@ -63,13 +68,14 @@ class DirectoryCommands(Application[UUID]):
     def import_communities(
         self,
         rows: Iterable[CommunityRow],
-        batch_size: int = 500,
+        batch_size: int = 1000,
         on_batch: Callable[[int], None] | None = None,
     ) -> ImportReport:
         report = ImportReport()
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
             uow = UnitOfWork(self.repository)
+            uow.read_many(Community.create_id(row.community_id) for row in batch)
             for row in batch:
                 community = uow.get(Community, Community.create_id(row.community_id))
                 if community is None:
@@ -80,7 +86,7 @@ class DirectoryCommands(Application[UUID]):
                     report.changed += 1
                 else:
                     report.unchanged += 1
-            self.save(*uow.aggregates())
+            write_aggregates(self, uow.aggregates())
             if on_batch:
                 on_batch(len(batch))
         return report

@@ -4,8 +4,10 @@ The PostgreSQL recorder locks the events table for every insert, so one
 transaction per request caps a process at a few hundred writes a second.
 Request threads hand their command to one committer thread per process; it
 runs whatever has queued up through the handlers in one unit of work (so two
-commands for one person see each other, in arrival order) and saves all their
-events and delivery records in a single save(). A version clash with another
+commands for one person see each other, in arrival order) and writes all their
+events and delivery records in one transaction (commands/bulk.py: one COPY under
+the recorder's lock). A replay never gets here: the request thread answers it
+from the delivery record it read. A version clash with another
 process retries the batch on fresh aggregates; a batch that keeps clashing is
 split so one hot command cannot starve the others.
 """
@@ -23,13 +25,15 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
+from commands.bulk import write_aggregates
 from commands.messages import Command, Outcome
 from commands.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Command, UnitOfWork], Outcome]
-Prefetcher = Callable[[Command, UnitOfWork], None]
+# Reads in the request thread; an outcome it returns (a replay) answers without a write.
+Prefetcher = Callable[[Command, UnitOfWork], Outcome | None]
 SAVED_VERSIONS_LIMIT = 50_000
 
 
@@ -80,7 +84,8 @@ class GroupCommitter:
         if prefetcher is not None:
             # Reads happen here, in the request thread, in parallel with other requests.
             reads = UnitOfWork(self._app.repository)
-            prefetcher(command, reads)
+            if (answered := prefetcher(command, reads)) is not None:
+                return answered
             ticket.seed = reads.loaded()
         self._ensure_started()
         self._queue.put(ticket)
@@ -149,7 +154,7 @@ class GroupCommitter:
                 rest = [t for t in batch if t is not bad]
                 return self._commit(rest, seeded=False) if rest else None
             try:
-                self._app.save(*uow.aggregates())
+                write_aggregates(self._app, uow.aggregates())
             except IntegrityError:
                 # Another process changed one of these aggregates first.
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))

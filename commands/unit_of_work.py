@@ -1,10 +1,14 @@
 """Aggregates loaded and created for one transaction (possibly many commands)."""
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+
+from commands.bulk import read_stored, rebuild
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -15,9 +19,13 @@ class UnitOfWork:
     ) -> None:
         self._repository = repository
         self._aggregates: dict[UUID, Aggregate | None] = dict(seed or {})
+        self._read: dict[UUID, list[StoredEvent]] = {}  # read together, rebuilt when used
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as this transaction sees it, or None if it does not exist."""
+        if aggregate_id not in self._aggregates and aggregate_id in self._read:
+            stored = self._read.pop(aggregate_id)
+            self._aggregates[aggregate_id] = rebuild(self._repository.event_store, stored)
         if aggregate_id not in self._aggregates:
             try:
                 self._aggregates[aggregate_id] = self._repository.get(aggregate_id)
@@ -27,14 +35,19 @@ class UnitOfWork:
         assert found is None or isinstance(found, cls), (cls, type(found))
         return found
 
-    def assume_absent(self, aggregate_id: UUID) -> None:
-        """Skip the read: if it does exist after all, the save clashes and is retried."""
-        self._aggregates.setdefault(aggregate_id, None)
+    def read_many(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Read, in one query, those of these aggregates not read yet (a replay then
+        rebuilds only its delivery record, never the person read beside it)."""
+        missing = [i for i in aggregate_ids if i not in self._aggregates and i not in self._read]
+        if missing:
+            self._read.update(read_stored(self._repository.event_store, missing))
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
 
     def loaded(self) -> dict[UUID, Aggregate | None]:
+        for aggregate_id in list(self._read):
+            self.get(Aggregate, aggregate_id)
         return dict(self._aggregates)
 
     def aggregates(self) -> list[Aggregate]:

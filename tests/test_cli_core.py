@@ -404,6 +404,59 @@ def test_a_changed_email_is_an_email_changed_event(url, client, services, tmp_pa
     assert gone.json["errors"][0]["code"] == "person_not_found"
 
 
+def test_a_large_import_is_batched_and_a_rerun_is_a_no_op(url, client, services, tmp_path):
+    """Thousands of rows span several batches (each read in one query and written in
+    one transaction): people sharing an email inside a batch and across batches, a
+    re-run that writes nothing, then changed emails that move between indexes."""
+    tag, count, base = uuid.uuid4().hex[:6], 2500, new_id()
+    ids = [base + n for n in range(count)]
+    shared = f"shared.{tag}@example.com"
+
+    def email(n: int, changed: bool = False) -> str:
+        if n in (5, 6, 1500):  # two in the first batch, one in the second
+            return shared
+        return f"p{n}.{tag}{'.new' if changed else ''}@example.com"
+
+    def people_file(name: str, changed: set[int]) -> Path:
+        rows = "".join(f"{pid},{email(n, n in changed)}\n" for n, pid in enumerate(ids))
+        return write(tmp_path / name, "id,email\n" + rows)
+
+    community = new_id()
+    ok(
+        pm_ops(
+            url,
+            "directory",
+            "import",
+            "--communities",
+            str(write(tmp_path / "c.csv", f"id,name\n{community},Big\n")),
+        )
+    )
+    first = ok(pm_ops(url, "directory", "import", "--people", str(people_file("a.csv", set()))))
+    assert f"people: {count} created, 0 email changed, 0 unchanged" in first.stdout
+    head = services.app.recorder.max_notification_id()
+    again = ok(pm_ops(url, "directory", "import", "--people", str(people_file("a.csv", set()))))
+    assert f"people: 0 created, 0 email changed, {count} unchanged" in again.stdout
+    assert services.app.recorder.max_notification_id() == head, "a re-import writes nothing"
+
+    moved = {3, 1200, 2499}
+    changed = ok(pm_ops(url, "directory", "import", "--people", str(people_file("b.csv", moved))))
+    assert f"people: 0 created, {len(moved)} email changed" in changed.stdout
+
+    token = services.app.issue_token("bulk-check", "Customer.io", ["community:add"], [], None, None)
+
+    def by_email(address: str) -> Any:
+        return call(client, ADD, add_member_body(community=community, email=address), token)
+
+    for n in moved:
+        assert by_email(email(n, True)).json["data"]["attributes"]["personId"] == ids[n]
+        gone = by_email(email(n))
+        assert gone.status_code == 404, gone.text
+    assert by_email(email(2000)).json["data"]["attributes"]["personId"] == ids[2000]
+    ambiguous = by_email(shared)
+    assert ambiguous.status_code == 409, ambiguous.text
+    assert "3 different people" in ambiguous.json["errors"][0]["detail"]
+
+
 def test_a_bad_file_is_refused_whole_with_line_numbers(url, services, tmp_path):
     good, also_good, community = new_id(), new_id(), new_id()
     people_csv = write(
