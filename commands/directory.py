@@ -8,7 +8,7 @@ EmailChanged event that moves the person between email indexes in the same save.
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -42,6 +42,9 @@ class ImportReport:
     unchanged: int = 0
 
 
+Row = TypeVar("Row", PersonRow, CommunityRow)
+
+
 class DirectoryCommands(Application[UUID]):
     """Mixed into OpsApplication: `pm-ops directory import` and `demo`."""
 
@@ -51,19 +54,11 @@ class DirectoryCommands(Application[UUID]):
         batch_size: int = 1000,
         on_batch: Callable[[int], None] | None = None,
     ) -> ImportReport:
-        report = ImportReport()
-        meta = admin_meta(IMPORTER)
-        for batch in _batched(rows, batch_size):
-            # Two queries read the batch's people and the indexes of their emails.
-            uow = UnitOfWork(self.repository)
+        def read(uow: UnitOfWork, batch: list[PersonRow]) -> None:
             uow.read_many(Person.create_id(row.person_id) for row in batch)
             uow.read_many(EmailIndex.create_id(row.email) for row in batch)
-            for row in batch:
-                _import_person(uow, row, meta, report)
-            write_aggregates(self, uow.aggregates())
-            if on_batch:
-                on_batch(len(batch))
-        return report
+
+        return self._import(rows, batch_size, on_batch, read, _import_person)
 
     def import_communities(
         self,
@@ -71,25 +66,46 @@ class DirectoryCommands(Application[UUID]):
         batch_size: int = 1000,
         on_batch: Callable[[int], None] | None = None,
     ) -> ImportReport:
+        def read(uow: UnitOfWork, batch: list[CommunityRow]) -> None:
+            uow.read_many(Community.create_id(row.community_id) for row in batch)
+
+        return self._import(rows, batch_size, on_batch, read, _import_community)
+
+    def _import(
+        self,
+        rows: Iterable[Row],
+        batch_size: int,
+        on_batch: Callable[[int], None] | None,
+        read: Callable[[UnitOfWork, list[Row]], None],
+        apply: Callable[[UnitOfWork, Row, dict[str, Any], ImportReport], None],
+    ) -> ImportReport:
+        """One transaction a batch: its aggregates read in a query or two, then written
+        in one statement (commands/bulk.py)."""
         report = ImportReport()
         meta = admin_meta(IMPORTER)
         for batch in _batched(rows, batch_size):
             uow = UnitOfWork(self.repository)
-            uow.read_many(Community.create_id(row.community_id) for row in batch)
+            read(uow, batch)
             for row in batch:
-                community = uow.get(Community, Community.create_id(row.community_id))
-                if community is None:
-                    uow.add(Community(community_id=row.community_id, name=row.name, meta=meta))
-                    report.created += 1
-                elif community.name != row.name:
-                    community.rename(row.name, meta=meta)
-                    report.changed += 1
-                else:
-                    report.unchanged += 1
+                apply(uow, row, meta, report)
             write_aggregates(self, uow.aggregates())
             if on_batch:
                 on_batch(len(batch))
         return report
+
+
+def _import_community(
+    uow: UnitOfWork, row: CommunityRow, meta: dict[str, Any], report: ImportReport
+) -> None:
+    community = uow.get(Community, Community.create_id(row.community_id))
+    if community is None:
+        uow.add(Community(community_id=row.community_id, name=row.name, meta=meta))
+        report.created += 1
+    elif community.name != row.name:
+        community.rename(row.name, meta=meta)
+        report.changed += 1
+    else:
+        report.unchanged += 1
 
 
 def _import_person(
