@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.fake_http import JSONHandler
+from tests.fake_http import FakeServer, JSONHandler
 
 SITE_ID = "fake-site"
 API_KEY = "fake-track-key-0123456789"
@@ -48,7 +48,7 @@ class FakeCustomerIO:
     retry_after: int = 2
     on_event: Callable[[dict[str, Any]], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
+    server: FakeServer | None = None
     port: int = 0
     connections: set[Any] = field(default_factory=set)
 
@@ -57,16 +57,14 @@ class FakeCustomerIO:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "FakeCustomerIO":
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
+        self.server = FakeServer(("127.0.0.1", self.port), self._handler())
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
             self.server = None
         self.drop_connections()  # kept-alive connections too: down means down
 

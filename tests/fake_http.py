@@ -3,7 +3,9 @@ handler that answers JSON, or drops the connection as a flaky network would."""
 
 import json
 import socket
-from http.server import BaseHTTPRequestHandler
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -32,3 +34,24 @@ class JSONHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class FakeServer(ThreadingHTTPServer):
+    """A fake that breaks must fail the test, not look like a flaky network to the code
+    under test (which would recover, and hide the fake's bug)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.errors: list[str] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the client went away (a timeout, a kill): a network fault, not a bug
+        self.errors.append(traceback.format_exc())
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        assert not self.errors, "the fake server failed:\n" + "\n".join(self.errors)

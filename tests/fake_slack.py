@@ -14,11 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fake_http import JSONHandler
+from tests.fake_http import FakeServer, JSONHandler
 
 CHANNEL_ID = "C0FEED0001"
 CHANNEL_NAME = "ops-webhooks"
@@ -46,7 +45,7 @@ class FakeSlack:
     retry_after: int = 1
     on_accept: Callable[[Post], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
+    server: FakeServer | None = None
 
     @property
     def url(self) -> str:
@@ -91,26 +90,24 @@ class FakeSlack:
                     )
                 return self.answer(200, {"ok": False, "error": "unknown_method"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = FakeServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
 
     def _post(self, handler: Any, params: dict[str, Any]) -> None:
         with self.lock:
             self.attempts += 1
             fault = self.faults.pop(0) if self.faults else None
         if fault == "429":
-            return handler._json(
+            return handler.answer(
                 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(self.retry_after)}
             )
         if fault == "500":
-            return handler._json(500, {"ok": False, "error": "internal_error"})
+            return handler.answer(500, {"ok": False, "error": "internal_error"})
         if fault == "drop":
             return handler.drop()
         blocks = params.get("blocks") or []
@@ -133,7 +130,7 @@ class FakeSlack:
             self.on_accept(post)
         if fault == "accept_drop":
             return handler.drop()
-        return handler._json(
+        return handler.answer(
             200,
             {
                 "ok": True,
