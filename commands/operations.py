@@ -36,10 +36,11 @@ class Field:
     read: Callable[[dict[str, Any]], Any]  # validates it from the attributes (raises Problem)
     schema: dict[str, Any]  # its OpenAPI schema
     option: str  # how a CLI asks for it: --community
+    metavar: str  # what a CLI says it takes: --community ID
     help: str
     example: Any  # a typical value (demo, docs)
     nullable: bool = False  # null is meaningful: a CLI says --clear
-    null_words: str = ""  # what null means, in the feed's words
+    null_words: str = ""  # what null means: "the platform default"
 
     @property
     def is_integer(self) -> bool:
@@ -98,6 +99,7 @@ ADD_MEMBER_OPERATION = Operation(
         read=fields.community_id,
         schema={"type": "integer", "minimum": 1},
         option="community",
+        metavar="ID",
         help="Community ID: open the community in admin, /admin/communities/42 means 42.",
         example=42,
     ),
@@ -137,10 +139,11 @@ SET_CODE_OPERATION = Operation(
             "description": "null clears; missing or empty is refused.",
         },
         option="code",
+        metavar="CODE",
         help="The signup code to set, e.g. VC-Partners.",
         example="VC-Partners",
         nullable=True,
-        null_words="(platform default)",
+        null_words="the platform default",
     ),
     command=SetSignupCode,
     response={

@@ -83,7 +83,7 @@ def describe_success(operation: str, outcome: str, attributes: dict[str, Any]) -
 def _shown(value: Any, null_words: str) -> str:
     """Numbers as they are, text in quotes (cleaned), null in the field's own words."""
     if value is None:
-        return null_words or "(none)"
+        return f"({null_words or 'none'})"
     if isinstance(value, str):
         return f"“{clean(value, 80)}”"
     return clean(value, 40)

@@ -209,11 +209,9 @@ def run(operation: Operation, options: dict[str, Any]) -> int:
     elif (person_id is None) == (email is None):
         usage("give exactly one of --person ID or --email E (or --from FILE.csv)")
     elif not operation.fixed_value_given:
-        usage(
-            "give --community ID"
-            if operation.name == "add-member"
-            else "give --code CODE, or --clear to reset the code to the platform default"
-        )
+        field = operation.field
+        clear = f", or --clear to reset it to {field.null_words}" if field.nullable else ""
+        usage(f"give --{field.option} {field.metavar}{clear}")
     screen = report.Screen()
     client = make_client(options, screen)
     if client is None:

@@ -170,7 +170,7 @@ def field_notes(field: Field, rendered: str) -> list[str]:
         return [f"{field.name} {rendered} is a number: keep it without quotes."]
     if rendered == "null":
         return [
-            f'"{field.name}": null clears it {field.null_words}. Never leave {field.name} out '
+            f'"{field.name}": null clears it (back to {field.null_words}). Never leave {field.name} out '
             f"of the body: a missing {field.name} is an error, not a clear.",
         ]
     return [

@@ -1,5 +1,6 @@
-"""What `pm-ops call` calls: one of the two operations with the options that fix its value
-for every row (`--community`, `--code`, `--clear`), and for whom (a person id or an email)."""
+"""What `pm-ops call` calls: one of the declared operations (commands/operations.py),
+with the value its attribute takes for every row (`--community 42`, `--code X`,
+`--clear`) or, left open, from each row's column; and for whom (a person id or an email)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from api.client import MembershipResult, OpsClient, SignupCodeResult
+from commands.operations import BY_NAME, OPERATIONS, Field
+from commands.operations import Operation as Declared
 
 Result = MembershipResult | SignupCodeResult
 
@@ -21,54 +25,57 @@ class Target:
 
 @dataclass(frozen=True)
 class Operation:
-    name: str
-    community_id: int | None = None
-    code: str | None = None
-    clear: bool = False
+    declared: Declared
+    value: Any = None  # the attribute's value for every row, if the options gave one
+    clear: bool = False  # a nullable attribute set to null for every row
 
     @classmethod
     def add_member(cls, community_id: int | None) -> Operation:
-        return cls("add-member", community_id=community_id)
+        return cls(BY_NAME["add-member"], community_id)
 
     @classmethod
     def set_code(cls, code: str | None, clear: bool) -> Operation:
-        return cls("set-code", code=code, clear=clear)
+        return cls(BY_NAME["set-code"], code, clear)
+
+    @property
+    def name(self) -> str:
+        return self.declared.name
+
+    @property
+    def field(self) -> Field:
+        return self.declared.field
 
     @property
     def fixed_value_given(self) -> bool:
-        return self.community_id is not None if self.name == "add-member" else self.is_code_given
+        return self.value is not None or self.clear
 
-    @property
-    def is_code_given(self) -> bool:
-        return self.code is not None or self.clear
+    def row_value(self, row: dict[str, str] | None) -> Any:
+        """The attribute's value for this call: the options', else the row's column."""
+        if self.fixed_value_given or row is None:
+            return None if self.clear else self.value
+        text = row[self.field.name]
+        return int(text) if self.field.is_integer else text
 
     def invoke(
         self, client: OpsClient, target: Target, key: str | None, row: dict[str, str] | None = None
     ) -> Result:
         """One call; `row` (canonical column -> value) gives what the options leave open."""
-        person = {"person_id": target.person_id, "email": target.email}
-        if self.name == "add-member":
-            community = self.community_id
-            if community is None:
-                assert row is not None
-                community = int(row["communityId"])
-            return client.add_member(community_id=community, key=key, **person)
-        code = None if self.clear else self.code
-        if row is not None and not self.is_code_given:
-            code = row["code"]
-        return client.set_code(code=code, key=key, **person)
+        method = getattr(client, self.name.replace("-", "_"))  # the client's typed method
+        value = {self.field.argument: self.row_value(row)}
+        return method(key=key, person_id=target.person_id, email=target.email, **value)
 
     def command_line(self, from_file: Path) -> str:
         """The command that runs this operation over another file (the failed rows)."""
         words = ["pm-ops", "call", self.name, "--from", str(from_file)]
-        if self.community_id is not None:
-            words += ["--community", str(self.community_id)]
-        if self.code is not None:
-            words += ["--code", self.code]
+        if self.value is not None:
+            words += [f"--{self.field.option}", str(self.value)]
         if self.clear:
             words.append("--clear")
         return shlex.join(words)
 
     def fingerprint(self) -> str:
-        """What, besides the file, decides the bodies: part of every --from key."""
-        return json.dumps([self.name, self.community_id, self.code, self.clear])
+        """What, besides the file, decides the bodies: part of every --from key. One slot
+        per declared attribute, in declaration order: [name, communityId, code, clear]
+        for the first two operations, as 0.1 derived it, so a run resumes across versions."""
+        slots = [self.value if op is self.declared else None for op in OPERATIONS]
+        return json.dumps([self.name, *slots, self.clear])

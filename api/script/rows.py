@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.script.operation import Operation, Target
+from commands.operations import OPERATIONS
 
+COLUMNS = ("personId", "email", *(op.field.name for op in OPERATIONS))
+# A header may say personId, personid or person_id.
 COLUMN_ALIASES = {
-    "personid": "personId",
-    "person_id": "personId",
-    "email": "email",
-    "communityid": "communityId",
-    "community_id": "communityId",
-    "code": "code",
+    alias: name
+    for name in COLUMNS
+    for alias in (name.lower(), re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
 }
 
 
@@ -81,19 +81,15 @@ def check_columns(
         raise FileProblem(
             f"{path} needs a personId or email column (header row), found: {', '.join(header) or 'nothing'}"
         )
-    if (
-        operation.name == "add-member"
-        and operation.community_id is None
-        and "communityId" not in columns
-    ):
-        raise FileProblem(f"give --community ID, or a communityId column in {path}")
-    if operation.name == "set-code":
-        if operation.is_code_given and "code" in columns:
-            raise FileProblem(
-                f"{path} has a code column: drop --code/--clear, or remove the column"
-            )
-        if not operation.is_code_given and "code" not in columns:
-            raise FileProblem(f"give --code CODE or --clear, or a code column in {path}")
+    field = operation.field
+    given = f"--{field.option} {field.metavar}" + (" or --clear" if field.nullable else "")
+    if not operation.fixed_value_given and field.name not in columns:
+        raise FileProblem(f"give {given}, or a {field.name} column in {path}")
+    if field.nullable and operation.fixed_value_given and field.name in columns:
+        # Which would win, --clear or the column? Neither: say so.
+        raise FileProblem(
+            f"{path} has a {field.name} column: drop --{field.option}/--clear, or remove the column"
+        )
 
 
 def check_row(row: Row, operation: Operation) -> None:
@@ -110,14 +106,17 @@ def check_row(row: Row, operation: Operation) -> None:
     else:
         row.problem = "personId and email are both empty."
         return
-    if operation.name == "add-member" and operation.community_id is None:
-        community = row.values.get("communityId", "").strip()
-        if not re.fullmatch(r"[0-9]+", community) or int(community) <= 0:
-            row.problem = f"communityId must be a whole number, got {community!r}."
+    field = operation.field
+    if operation.fixed_value_given:
+        return
+    value = row.values.get(field.name, "").strip()
+    if field.is_integer:
+        if not re.fullmatch(r"[0-9]+", value) or int(value) <= 0:
+            row.problem = f"{field.name} must be a whole number, got {value!r}."
             return
-        row.values["communityId"] = community
-    if operation.name == "set-code" and not operation.is_code_given and not row.values["code"]:
+        row.values[field.name] = value
+    elif not row.values[field.name]:
         row.problem = (
-            "code is empty. An empty code never clears; to clear codes, use a file "
-            "without a code column and --clear."
+            f"{field.name} is empty. An empty {field.name} never clears; to clear, use a file "
+            f"without a {field.name} column and --clear."
         )
