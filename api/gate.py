@@ -12,8 +12,10 @@ import hmac
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import TypeVar
 
 import falcon
 
@@ -34,6 +36,7 @@ MEDIA_TYPES = ("application/json", "application/vnd.api+json")
 SIGNATURE_MAX_AGE = 300  # seconds either side of our clock
 
 log = logging.getLogger("pm_ops.gate")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,27 +79,36 @@ class Gate:
             token = self.authenticate(req)
         except Problem as problem:
             raise Refused(problem, operation.name) from None
-        # Until every check passes, the context names whatever valid key and workflow the
-        # headers carry, so a refusal still shows which workflow misbehaves.
-        context = _context(req, token)
+        # The key and workflow headers are read once. Until every check passes, the context
+        # names whichever of them is valid, so a refusal still shows which workflow
+        # misbehaves; an invalid one is refused in its turn, after the media type.
+        key, bad_key = _header_value(idempotency_key, req)
+        workflow, bad_workflow = _header_value(workflow_header, req)
+        context = CallContext(
+            token.id,
+            token.name,
+            token.actor,
+            req.context.request_id,
+            idempotency_key=key.value if key else None,
+            workflow=workflow,
+            source_address=req.context.client_address,
+            key_header=key.header if key else None,
+        )
         try:
             self._check_caller(req, token, operation)
             body = read_body(req)
             if token.requires_signature:
                 check_signature(req, body, self._signing_key(token))
             check_media_type(req)
-            key = idempotency_key(req)
-            workflow = workflow_header(req)
+            for problem in (bad_key, bad_workflow):
+                if problem is not None:
+                    raise problem
         except Problem as problem:
             raise Refused(problem, operation.name, context) from None
-        # A call without a key is recorded under a generated one (SPEC §2), which its
-        # events carry too, so an audit entry always leads to its delivery record.
-        context = replace(
-            context,
-            idempotency_key=key.value if key else generated_key(),
-            key_header=key.header if key else None,
-            workflow=workflow,
-        )
+        if key is None:
+            # A call without a key is recorded under a generated one (SPEC §2), which its
+            # events carry too, so an audit entry always leads to its delivery record.
+            context = replace(context, idempotency_key=generated_key())
         return Admission(token, context, body, fingerprint(operation, body))
 
     def authenticate(self, req: falcon.Request) -> Token:
@@ -159,25 +171,14 @@ class Gate:
             )
 
 
-def _context(req: falcon.Request, token: Token) -> CallContext:
+def _header_value(
+    read: Callable[[falcon.Request], T], req: falcon.Request
+) -> tuple[T | None, Problem | None]:
+    """A header's value, or the refusal it earns (raised later, in its turn)."""
     try:
-        key = idempotency_key(req)
-    except Problem:
-        key = None
-    try:
-        workflow = workflow_header(req)
-    except Problem:
-        workflow = None
-    return CallContext(
-        token.id,
-        token.name,
-        token.actor,
-        req.context.request_id,
-        idempotency_key=key.value if key else None,
-        workflow=workflow,
-        source_address=req.context.client_address,
-        key_header=key.header if key else None,
-    )
+        return read(req), None
+    except Problem as problem:
+        return None, problem
 
 
 def unauthorized(detail: str) -> Problem:

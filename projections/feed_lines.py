@@ -90,7 +90,7 @@ def _shown(value: Any, null_words: str) -> str:
 
 
 class _Blank(dict[str, str]):
-    """An attribute missing from an answer shows as nothing, never a KeyError."""
+    """An attribute missing from an answer shows as "?", never a KeyError."""
 
     def __missing__(self, key: str) -> str:
         return "?"
