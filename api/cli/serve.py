@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -71,37 +73,45 @@ def serve(
     access_log: bool,
 ) -> None:
     """Serve the API with granian (and, unless told not to, the projections)."""
-    # Every worker writes its metrics here so /metrics adds them up; prometheus_client
-    # reads this when first imported, so it is set before anything imports it.
-    own_metrics_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_metrics_dir = tempfile.mkdtemp(prefix="pm-ops-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    with _metrics_directory():
+        from api.bootstrap import build_services
+
+        # Create the tables once, before any worker exists: concurrent CREATEs race.
+        build_services(config).close()
+        projections = None if no_projections else ProjectionsProcess(config).start()
+        server = _granian(host, port, workers, access_log, projections)
+        click.echo(
+            f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
+            err=True,
+        )
+        try:
+            server.serve(target_loader=_worker_app(config, threads), wrap_loader=False)
+        finally:
+            if projections is not None:
+                projections.stop()
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """Every worker writes its metrics here so /metrics adds them up. prometheus_client
+    reads the variable when first imported, so it is set before anything imports it;
+    the directory is removed when serve ends (a SIGKILL leaves it behind)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="pm-ops-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
-        _serve(config, host, port, workers, threads, no_projections, access_log)
+        yield
     finally:
-        if own_metrics_dir is not None:
-            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def _serve(
-    config: Config,
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    no_projections: bool,
-    access_log: bool,
-) -> None:
-    from api.bootstrap import build_services
-
-    # Create the tables once, before any worker exists: concurrent CREATEs race.
-    build_services(config).close()
-    projections = None if no_projections else ProjectionsProcess(config).start()
-    server = _granian(host, port, workers, access_log, projections)
+def _worker_app(config: Config, threads: int) -> Callable[[], Any]:
+    """What each forked worker runs to build its app."""
     master = os.getpid()
 
-    def load_app() -> Any:  # runs in each forked worker
+    def load_app() -> Any:
         # SIGKILL: until granian installs the worker's own handlers, it still has the
         # master's, which would swallow a SIGTERM. A worker without its master is lost
         # anyway; a call it was running is retried under the same key.
@@ -116,15 +126,7 @@ def _serve(
 
         return Guard(Starting(build, UNAVAILABLE), threads)
 
-    click.echo(
-        f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
-        err=True,
-    )
-    try:
-        server.serve(target_loader=load_app, wrap_loader=False)
-    finally:
-        if projections is not None:
-            projections.stop()
+    return load_app
 
 
 def _reach(config: Config) -> None:
