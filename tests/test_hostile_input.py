@@ -74,16 +74,25 @@ def test_a_signing_key_never_reaches_the_log_in_clear(client, directory, service
 
 
 def test_the_embedded_store_keeps_its_sealing_key_beside_it_for_its_owner_only(tmp_path):
+    from falcon import testing
+
+    from api.app import create_app
     from api.bootstrap import bootstrap
     from api.config import Config
+    from commands.directory import PersonRow
 
-    with bootstrap(Config(database_url=f"sqlite:///{tmp_path}/ops.db")) as services:
-        services.app.issue_token("signed", "Customer.io", ["code:set"], [], None, "key-1")
+    config = Config(database_url=f"sqlite:///{tmp_path}/ops.db")
+    with bootstrap(config) as services:
+        services.app.import_people([PersonRow(2, 1001, "ada@example.com")])
+        token = services.app.issue_token("signed", "Customer.io", ["code:set"], [], None, "key-1")
     key_file = tmp_path / "ops.db.secret-key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    with bootstrap(Config(database_url=f"sqlite:///{tmp_path}/ops.db")) as services:
-        (token,) = services.app.list_tokens()
-        assert services.authenticator.signing_key(token) == "key-1"
+    with bootstrap(config) as services:  # a restart: the key is read back from its file
+        client = testing.TestClient(create_app(services))
+        raw = orjson.dumps(set_code_body(1001, code="Signed"))
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        headers |= signed("key-1", str(int(time.time())), raw)
+        assert post(client, CODE, raw, headers).status_code == 200
 
 
 def test_a_value_is_quoted_back_cut_short(client, directory, services):
