@@ -21,6 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
@@ -50,28 +51,39 @@ def rebuild(events: EventStore[UUID], stored: list[StoredEvent]) -> Aggregate | 
 
 def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
     """Every event of these ids, grouped by id, in version order within each."""
-    postgres = isinstance(recorder, PostgresAggregateRecorder)
+    if not isinstance(recorder, PostgresAggregateRecorder):
+        yield from _sqlite_stored_events(recorder, ids)
+        return
+    statement = _select_any(recorder.datastore.schema, recorder.events_table_name)
     iterator = iter(ids)
     while chunk := list(islice(iterator, CHUNK)):
-        if postgres:
-            statement = _select_any(recorder.datastore.schema, recorder.events_table_name)
-            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(statement, (_uuid_array(chunk),), prepare=True)
-                rows = cursor.fetchall()
-            convert = _same
-        else:
-            marks = ",".join("?" * len(chunk))
-            statement_text = (
-                f"SELECT {COLUMNS} FROM {recorder.events_table_name} "
-                f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
-            )
-            with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(statement_text, [i.hex for i in chunk])
-                rows = cursor.fetchall()
-            convert = recorder.convert_originator_id
+        # The ids come back as text and are mapped to the UUIDs asked for: psycopg would
+        # otherwise build a UUID from text for every row.
+        asked = {str(i): i for i in chunk}
+        with (
+            recorder.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(statement, (_uuid_array(chunk),), prepare=True)
+            rows = cursor.fetchall()
+        for originator_id, version, topic, state in rows:
+            yield StoredEvent(asked[originator_id], version, topic, state)
+
+
+def _sqlite_stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
+    iterator = iter(ids)
+    while chunk := list(islice(iterator, CHUNK)):
+        marks = ",".join("?" * len(chunk))
+        statement = (
+            f"SELECT {COLUMNS} FROM {recorder.events_table_name} "
+            f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
+        )
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, [i.hex for i in chunk])
+            rows = cursor.fetchall()
         for row in rows:
             yield StoredEvent(
-                originator_id=convert(row["originator_id"]),
+                originator_id=recorder.convert_originator_id(row["originator_id"]),
                 originator_version=row["originator_version"],
                 topic=row["topic"],
                 state=bytes(row["state"]),
@@ -135,7 +147,7 @@ def _copy(schema: str, table: str) -> bytes:
 def _select_any(schema: str, table: str) -> bytes:
     return (
         SQL(
-            "SELECT " + COLUMNS + " FROM {}.{} "
+            "SELECT originator_id::text, originator_version, topic, state FROM {}.{} "
             "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
         )
         .format(Identifier(schema), Identifier(table))
@@ -147,7 +159,3 @@ def _uuid_array(ids: list[UUID]) -> str:
     """The ids as an array literal: psycopg's list dumper inspects every element to
     choose a type, which cost more than the query's own round trip."""
     return "{" + ",".join(map(str, ids)) + "}"
-
-
-def _same(value: UUID) -> UUID:
-    return value
