@@ -4,9 +4,12 @@ with the commands engineering runs directly mixed in (commands/tokens.py,
 commands/directory.py). The operations' commands go through the group committer
 (commands/group_commit.py) and their handlers (commands/handlers.py)."""
 
+from eventsourcing.persistence import Transcoder
+
 from commands.directory import CommunityRow, DirectoryCommands, ImportReport, PersonRow
 from commands.sealing import SigningKeys
 from commands.tokens import TokenCommands, TokenError
+from commands.transcoder import OrjsonDecodingTranscoder
 
 __all__ = ["CommunityRow", "ImportReport", "OpsApplication", "PersonRow", "TokenError"]
 
@@ -19,3 +22,8 @@ class OpsApplication(TokenCommands, DirectoryCommands):
     ) -> None:
         super().__init__(env)
         self.signing_keys = signing_keys or SigningKeys(None)
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = OrjsonDecodingTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder

@@ -1,0 +1,65 @@
+"""Events read back are the events the library itself would read: every event of the
+0.1 store and of a log written now decodes, through the app, to the same domain event
+as with the library's own JSON transcoder (the app decodes with orjson)."""
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import JSONTranscoder, Mapper
+from falcon import testing
+
+from api.app import create_app
+from api.bootstrap import Services, build_services
+from api.config import Config
+from tests.conftest import Directory, add_member_body, set_code_body
+
+LEGACY = Path(__file__).parent / "data" / "legacy_v0_1"
+
+
+def library_mapper(services: Services) -> Mapper[Any]:
+    transcoder = JSONTranscoder()
+    services.app.register_transcodings(transcoder)
+    return Mapper(transcoder=transcoder)
+
+
+def assert_decoded_alike(services: Services) -> int:
+    ours, theirs = services.app.mapper, library_mapper(services)
+    count = 0
+    for stored in services.app.recorder.select_notifications(start=1, limit=100_000):
+        mine, library = ours.to_domain_event(stored), theirs.to_domain_event(stored)
+        assert type(mine) is type(library)
+        assert mine.__dict__ == library.__dict__, stored
+        assert {k: type(v) for k, v in mine.__dict__.items()} == {
+            k: type(v) for k, v in library.__dict__.items()
+        }
+        count += 1
+    return count
+
+
+def test_the_01_store_decodes_as_the_library_decodes_it(tmp_path: Path) -> None:
+    shutil.copy(LEGACY / "ops.db", tmp_path / "ops.db")
+    services = build_services(Config(database_url=f"sqlite:///{tmp_path}/ops.db"))
+    try:
+        assert assert_decoded_alike(services) >= 40
+    finally:
+        services.close()
+
+
+def test_a_log_written_now_decodes_as_the_library_decodes_it(directory: Directory) -> None:
+    client = testing.TestClient(create_app(directory.services))
+    for body in (
+        add_member_body(directory.person_id, directory.community_id),
+        set_code_body(directory.person_id, code="SPRING-ÄÖ-☃"),
+        set_code_body(directory.person_id, code=None),
+        add_member_body(email=directory.shared_email, community=directory.community_id),
+        add_member_body(directory.person_id, 10**30),
+    ):
+        path = "/communities/add" if "communityId" in body["data"]["attributes"] else "/code"
+        client.simulate_post(
+            "/api/v1/ops/people" + path,
+            json=body,
+            headers=directory.headers(key=str(uuid.uuid4()), **{"X-Ops-Workflow": "w ☃"}),
+        )
+    assert assert_decoded_alike(directory.services) >= 12
