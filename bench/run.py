@@ -8,10 +8,11 @@ In one run, on a fresh schema:
    runs the same import again (a no-op);
 2. alternates the servers A B A B: pm-ops under `pm-ops serve --workers 2`, the anchor
    (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
-   (OPS_BENCH_ROUNDS rounds, default 3; the median ratio is the figure to quote). Each
+   (OPS_BENCH_ROUNDS rounds, default 3; the median ratio is the figure to quote). Both
+   servers stay up for the whole run, one idle while the other is measured; each
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
-3. reads the API workers' RSS, rebuilds each projection with `pm-ops projections rebuild`
+3. reads the API workers' RSS after every call of the run (about 100k), rebuilds each projection with `pm-ops projections rebuild`
    (events/s), and profiles one request per stage in-process (bench/stages.py);
 4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
    fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
@@ -147,26 +148,28 @@ def serving(server: Server) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
                 process.kill()
 
 
-def measure_round(server: Server, people: range) -> None:
+def measure_round(
+    server: Server, base: str, process: subprocess.Popen[bytes], people: range
+) -> None:
     """Warm up, new keys, then REPLAY_KEYS keys sent once and then again and again."""
     prefix = uuid.uuid4().hex[:12]
     low, high = people.start, people.stop - 1
-    with serving(server) as (base, process):
-        wrk(base, 2, "new", server.token, f"warm-{prefix}", low, high, server.community)
-        server.new.append(
-            wrk(base, SECONDS, "new", server.token, f"new-{prefix}", low, high, server.community)
+    wrk(base, 2, "new", server.token, f"warm-{prefix}", low, high, server.community)
+    server.new.append(
+        wrk(base, SECONDS, "new", server.token, f"new-{prefix}", low, high, server.community)
+    )
+    for i in range(REPLAY_KEYS):
+        post(base, server.token, f"replay-{prefix}-{i}", low + i, server.community)
+    server.replay.append(
+        wrk(
+            base, SECONDS, "replay", server.token, f"replay-{prefix}", low, REPLAY_KEYS,
+            server.community,
         )
-        for i in range(REPLAY_KEYS):
-            post(base, server.token, f"replay-{prefix}-{i}", low + i, server.community)
-        server.replay.append(
-            wrk(
-                base, SECONDS, "replay", server.token, f"replay-{prefix}", low, REPLAY_KEYS,
-                server.community,
-            )
-        )  # fmt: skip
-        calls = sum(load.rate for load in (server.new[-1], server.replay[-1])) * SECONDS
-        server.calls = int(calls)
-        server.rss_mb = worker_rss_mb(process.pid)
+    )  # fmt: skip
+    # Every call this server process has answered so far (it serves all the rounds).
+    server.calls += int((server.new[-1].rate + server.replay[-1].rate) * SECONDS)
+    server.calls += int(server.new[-1].rate * 2) + REPLAY_KEYS
+    server.rss_mb = worker_rss_mb(process.pid)
 
 
 def worker_rss_mb(pid: int) -> float:
@@ -285,9 +288,13 @@ def bench(env: dict[str, str], schema: str) -> str:
         token, community=1,
     )  # fmt: skip
     share = PEOPLE // ROUNDS
-    for r in range(ROUNDS):
-        for server in (ours, anchor):
-            measure_round(server, range(1 + r * share, 1 + (r + 1) * share))
+    # Both servers stay up for every round (one waits idle while the other is measured),
+    # so the workers' RSS is read after every call of the run, not after one round.
+    with serving(ours) as (our_base, our_process), serving(anchor) as (base, process):
+        for r in range(ROUNDS):
+            people = range(1 + r * share, 1 + (r + 1) * share)
+            measure_round(ours, our_base, our_process, people)
+            measure_round(anchor, base, process, people)
     lines += load_report(ours, anchor)
     lines += rebuild_report(env)
     lines += stage_report(env)
@@ -328,7 +335,7 @@ def load_report(ours: Server, anchor: Server) -> list[str]:
     replay_rate = sum(load.rate for load in ours.replay) / len(ours.replay)
     lines.append(f"  pm-ops replays / new calls: {replay_rate / new_rate:.2f}")
     lines.append(
-        f"  API worker RSS after ~{ours.calls:,} calls: {ours.rss_mb:.0f} MB"
+        f"  API worker RSS after the run's ~{ours.calls:,} calls: {ours.rss_mb:.0f} MB"
         f" (anchor {anchor.rss_mb:.0f} MB)"
     )
     return lines
