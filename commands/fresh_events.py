@@ -74,11 +74,19 @@ class NewPersonEvents:
             template = StateTemplate(stored.state, sentinels)
             self._events.append((stored.originator_version, stored.topic, template))
 
-    def rows(self, person_id: int, email: str, person: bytes, index: bytes) -> list[EventRow]:
+    @staticmethod
+    def timestamp() -> bytes:
+        """Now, as the events' timestamps are stored (the caller takes one a batch: the
+        aggregates would give each event its own, microseconds apart)."""
+        return Person.Registered.create_timestamp().isoformat().encode()  # type: ignore[attr-defined,no-any-return]
+
+    def rows(
+        self, person_id: int, email: str, person: bytes, index: bytes, timestamp: bytes
+    ) -> list[EventRow]:
         """This person's events: `person` and `index` are Person.id_bytes(person_id) and
         EmailIndex.id_bytes(email), which the caller has derived already."""
         values = (
-            Person.Registered.create_timestamp().isoformat().encode(),  # type: ignore[attr-defined]
+            timestamp,
             str(person_id).encode(),
             self._mapper.transcoder.encode(email)[1:-1],  # a JSON string, unquoted
         )

@@ -109,8 +109,9 @@ class PeopleImport:
             else:
                 others.append(row)
         events: list[EventRow] = []
+        timestamp = self._new_people.timestamp()
         for row, person, index in self._templated(fresh, others, batch.emails):
-            events += self._new_people.rows(row.person_id, row.email, person, index)
+            events += self._new_people.rows(row.person_id, row.email, person, index, timestamp)
             self.report.created += 1
         if others:
             events += self._through_aggregates(others)
