@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from aggregates import EmailIndex, Person
-from aggregates.ids import NAMESPACE
+from aggregates.ids import NAMESPACE, derived_id_bytes
 from api.config import Config
 from commands.application import OpsApplication, PersonRow
 from commands.people_import import IMPORTER
@@ -141,6 +141,11 @@ def test_an_ids_bytes_are_its_uuid5():
         expected = uuid.uuid5(NAMESPACE, f"person:{person_id}")
         assert Person.create_id(person_id) == expected
         assert Person.id_bytes(person_id) == expected.bytes
+    owner = uuid.uuid4()
+    assert (
+        derived_id_bytes("delivery", owner, "k:1")
+        == uuid.uuid5(NAMESPACE, f"delivery:{owner}:k:1").bytes
+    )
     for email in (" Ada@Example.COM ", "zoë@exämple.org"):
         expected = uuid.uuid5(NAMESPACE, "email:" + email.strip().lower())
         assert EmailIndex.create_id(email) == expected
