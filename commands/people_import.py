@@ -101,8 +101,11 @@ class PeopleImport:
             batch.emails = self._emails(batch.people)
         fresh: list[tuple[PersonRow, bytes, bytes]] = []
         others: list[PersonRow] = []
+        repeated = {person for person, rows in Counter(batch.people).items() if rows > 1}
         for row, person in zip(batch.rows, batch.people, strict=True):
-            if person not in batch.emails:
+            if person in repeated:  # each row must see the one before: the aggregates do
+                others.append(row)
+            elif person not in batch.emails:
                 fresh.append((row, person, EmailIndex.id_bytes(row.email)))
             elif _same_email(batch.emails[person], row.email):
                 self.report.unchanged += 1
@@ -137,16 +140,15 @@ class PeopleImport:
         """The new people whose email's index exists nowhere yet and whom no other row
         of the batch touches; the rest join `others`, to go through the aggregates."""
         touched = Counter(index for _, _, index in fresh)
-        touched.update(person for _, person, _ in fresh)
         for row in others:
             touched[EmailIndex.id_bytes(row.email)] += 1
-            old = emails[Person.id_bytes(row.person_id)]
+            old = emails.get(Person.id_bytes(row.person_id))
             if old is not None:
                 touched[EmailIndex.id_bytes(old)] += 1
         created = [get_topic(EmailIndex.Created)]  # type: ignore[attr-defined]
         indexed = latest_states(self._app.events, [index for _, _, index in fresh], created)
         for row, person, index in fresh:
-            if touched[index] == 1 and touched[person] == 1 and index not in indexed:
+            if touched[index] == 1 and index not in indexed:
                 yield row, person, index
             else:
                 others.append(row)

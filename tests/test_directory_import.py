@@ -87,16 +87,18 @@ def test_a_mixed_file_imports_and_reimports_as_the_aggregates_would(services):
         PersonRow(11, ids["x"], email("x2")),  # ...and changed in the next batch
         PersonRow(12, ids["z"], email("z1")),  # new...
         PersonRow(13, ids["z"], email("z2")),  # ...and changed in the same batch
+        PersonRow(14, ids["d"], email("d2")),  # changed...
+        PersonRow(15, ids["d"], email("d")),  # ...and back, in the same batch
     ]
     report = app.import_people(rows, batch_size=3)
-    assert (report.created, report.changed, report.unchanged) == (7, 3, 2)
+    assert (report.created, report.changed, report.unchanged) == (7, 5, 2)
 
     final = {"a": "a", "b": "b", "c": "c2", "d": "d", "e": "b", "f": "fg", "g": "fg"}
     final |= {"h": "c", "x": "x2", "z": "z2"}
     for name, address in final.items():
         assert app.repository.get(Person.create_id(ids[name])).email.lower() == email(address)
     indexes = {"a": ["a"], "b": ["b", "e"], "c": ["h"], "c2": ["c"], "d": ["d"]}
-    indexes |= {"fg": ["f", "g"], "x1": [], "x2": ["x"], "z1": [], "z2": ["z"]}
+    indexes |= {"d2": [], "fg": ["f", "g"], "x1": [], "x2": ["x"], "z1": [], "z2": ["z"]}
     for address, names in indexes.items():
         index = app.repository.get(EmailIndex.create_id(email(address)))
         assert sorted(index.person_ids) == sorted(ids[n] for n in names), address
