@@ -9,7 +9,12 @@ stores is cut at the sentinels into a template. A row's events are the templates
 row's values put back, each value encoded as the transcoder encodes it, then compressed
 and encrypted as the mapper would (if the application has a compressor or a cipher). So
 a change in the aggregates' fields or in the library's event layout changes the templates
-with it; tests/test_directory_import.py compares both paths byte for byte."""
+with it; tests/test_directory_import.py compares both paths byte for byte.
+
+It relies on eventsourcing 9.5.6 behaviour beyond its documented API: that
+Mapper.to_stored_event transcodes the event's attributes whole (so each value's encoding
+appears verbatim in the state), and that an event's timestamp is the isoformat of
+create_timestamp(). An upgrade of the library means re-running that test."""
 
 from collections.abc import Callable
 from operator import itemgetter
