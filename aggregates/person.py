@@ -3,7 +3,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from aggregates.ids import derived_id
+from aggregates.ids import derived_id, derived_id_bytes
 
 
 class Person(Aggregate):
@@ -13,6 +13,11 @@ class Person(Aggregate):
     @staticmethod
     def create_id(person_id: int, **_: Any) -> UUID:
         return derived_id("person", person_id)
+
+    @staticmethod
+    def id_bytes(person_id: int) -> bytes:
+        """create_id's 16 bytes (for bulk paths, which need no UUID object)."""
+        return derived_id_bytes("person", person_id)
 
     @event("Registered")
     def __init__(self, person_id: int, email: str | None, meta: dict[str, Any]) -> None:

@@ -89,15 +89,15 @@ def _validate(path: Path, reader: Callable[..., Iterator[object]]) -> int:
 
 def read_people(path: Path, problems: list[str] | None = None) -> Iterator[PersonRow]:
     seen: set[int] = set()
-    for line, values in _rows(path, ("id", "email"), problems):
-        person_id = _positive_int(values["id"])
+    for line, (raw_id, raw_email) in _rows(path, ("id", "email"), problems):
+        person_id = _positive_int(raw_id)
         error = None
         try:
-            email = email_address(values["email"])
+            email = email_address(raw_email)
         except InvalidValue as reason:
-            error = f"email {values['email'][:64]!r} {reason}"
+            error = f"email {raw_email[:64]!r} {reason}"
         if person_id is None:
-            error = f"id {values['id'][:64]!r} is not a positive whole number"
+            error = f"id {raw_id[:64]!r} is not a positive whole number"
         elif person_id in seen:
             error = f"id {person_id} appears more than once"
         if error:
@@ -110,15 +110,15 @@ def read_people(path: Path, problems: list[str] | None = None) -> Iterator[Perso
 
 def read_communities(path: Path, problems: list[str] | None = None) -> Iterator[CommunityRow]:
     seen: set[int] = set()
-    for line, values in _rows(path, ("id", "name"), problems):
-        community_id = _positive_int(values["id"])
+    for line, (raw_id, raw_name) in _rows(path, ("id", "name"), problems):
+        community_id = _positive_int(raw_id)
         error = None
         try:
-            name = label(values["name"])
+            name = label(raw_name)
         except InvalidValue as reason:
             error = f"name {reason}"
         if community_id is None:
-            error = f"id {values['id'][:64]!r} is not a positive whole number"
+            error = f"id {raw_id[:64]!r} is not a positive whole number"
         elif community_id in seen:
             error = f"id {community_id} appears more than once"
         if error:
@@ -131,7 +131,9 @@ def read_communities(path: Path, problems: list[str] | None = None) -> Iterator[
 
 def _rows(
     path: Path, header: tuple[str, ...], problems: list[str] | None
-) -> Iterator[tuple[int, dict[str, str]]]:
+) -> Iterator[tuple[int, list[str]]]:
+    """Each row's line number and values (as many as the header has): a list, not a
+    dict by column name, since the import reads every row twice (validation, then apply)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
@@ -153,7 +155,7 @@ def _rows(
                         f"expected {len(header)} columns, found {len(values)}",
                     )
                     continue
-                yield reader.line_num, dict(zip(header, values, strict=True))
+                yield reader.line_num, values
         except (csv.Error, UnicodeDecodeError) as error:
             _problem(problems, reader.line_num, f"cannot be read ({error})")
 
