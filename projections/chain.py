@@ -66,26 +66,28 @@ class ChainProjection(TableProjection):
                 f"it would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`."
             )
 
-    def process(self, notes: Sequence[Any], expected: int) -> None:
+    def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
+        """The chain hashes stored events as they are: nothing to decode."""
+        return [(note.id, note) for note in notes]
+
+    def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
         table = self.t("ops_chain")
-        with self.views.write() as cursor:
-            self.views.claim(cursor, self.name, expected)
-            self.execute(cursor, f"SELECT chain_hash FROM {table} ORDER BY position DESC LIMIT 1")
-            row = cursor.fetchone()
-            previous = row["chain_hash"] if row else GENESIS
-            rows = []
-            for note in notes:
-                content = content_hash(note)
-                previous = chain_hash(previous, content)
-                rows.append((note.id, content, previous))
-            cursor.executemany(
-                self.views.sql(
-                    f"INSERT INTO {table} (position, content_hash, chain_hash) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (position) DO NOTHING"
-                ),
-                rows,
-            )
-            self.views.advance(cursor, self.name, notes[-1].id)
+        self.execute(cursor, f"SELECT chain_hash FROM {table} ORDER BY position DESC LIMIT 1")
+        row = cursor.fetchone()
+        previous = row["chain_hash"] if row else GENESIS
+        rows = []
+        for position, note in events:
+            content = content_hash(note)
+            previous = chain_hash(previous, content)
+            rows.append((position, content, previous))
+        self.views.execute_rows(
+            cursor,
+            f"INSERT INTO {table} (position, content_hash, chain_hash) "
+            "SELECT position, content_hash, chain_hash FROM {rows} "
+            "WHERE true ON CONFLICT (position) DO NOTHING",
+            (("position", "bigint"), ("content_hash", "text"), ("chain_hash", "text")),
+            rows,
+        )
 
 
 class ChainView:

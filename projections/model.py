@@ -270,10 +270,16 @@ def replay(
 def notifications(
     app: Any, *, start: int = 1, stop: int | None = None, batch: int = 1000
 ) -> Iterator[Any]:
-    """Every notification from `start` to `stop` (inclusive), in log order."""
-    while True:
-        notes = app.recorder.select_notifications(start, batch, stop=stop)
+    """Every notification from `start` to `stop` (inclusive), in log order. Up to a
+    `stop`, each query asks for a window of `batch` positions (see
+    TableProjection.read for why a window, not a count)."""
+    while stop is None or start <= stop:
+        end = None if stop is None else min(stop, start + batch - 1)
+        notes = app.recorder.select_notifications(start, batch, stop=end)
         yield from notes
-        if len(notes) < batch:
+        if end is not None:
+            start = end + 1
+        elif len(notes) < batch:
             return
-        start = notes[-1].id + 1
+        else:
+            start = notes[-1].id + 1
