@@ -87,7 +87,7 @@ class AuditProjection(TableProjection):
         for start in range(0, len(ordered), SUBJECTS_PER_QUERY):
             chunk = ordered[start : start + SUBJECTS_PER_QUERY]
             if self.views.is_postgres:
-                where, params = "subject = ANY(%s)", [chunk]
+                where, params = "subject = ANY(%b)", [chunk]
             else:
                 where, params = f"subject IN ({', '.join(['?'] * len(chunk))})", chunk
             cursor.execute(

@@ -4,7 +4,7 @@ The SQL projections store the same things; `replay` computes them straight
 from the log (for `state --as-of` and for `verify`, which compares the two).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +13,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from aggregates import Community, Person, Token, normalise_email
+from projections.log import EventDecoder, read_log
 
 PERSON_EVENTS = (
     Person.Registered,
@@ -243,18 +244,18 @@ def replay(
     *,
     stop: int | None = None,
     until: datetime | None = None,
-    batch: int = 1000,
+    batch: int = 5000,
 ) -> Derived:
-    """Replay the log in order up to position `stop` (inclusive) and/or up to the
-    instant `until` (events recorded after it are left out)."""
+    """Replay the log in order up to position `stop` (inclusive; default the head
+    now) and/or up to the instant `until` (events recorded after it are left out)."""
     derived = Derived()
-    wanted = STATE_TOPICS | AUDIT_TOPICS
-    for note in notifications(app, stop=stop, batch=batch):
-        derived.position = note.id
-        if note.topic not in wanted:
-            continue
+    head = app.recorder.max_notification_id() or 0
+    derived.position = head if stop is None else min(stop, head)
+    decode = EventDecoder(app.mapper)
+    topics = sorted(STATE_TOPICS | AUDIT_TOPICS)
+    for note in notifications(app, stop=derived.position, batch=batch, topics=topics):
         try:
-            event = app.mapper.to_domain_event(note)
+            event = decode(note)
         except Exception as error:  # a corrupted record must be reported, not crash
             derived.undecodable.append((note.id, f"{type(error).__name__}: {error}"))
             continue
@@ -268,18 +269,19 @@ def replay(
 
 
 def notifications(
-    app: Any, *, start: int = 1, stop: int | None = None, batch: int = 1000
+    app: Any,
+    *,
+    start: int = 1,
+    stop: int | None = None,
+    batch: int = 5000,
+    topics: Sequence[str] = (),
 ) -> Iterator[Any]:
-    """Every notification from `start` to `stop` (inclusive), in log order. Up to a
-    `stop`, each query asks for a window of `batch` positions (see
-    TableProjection.read for why a window, not a count)."""
-    while stop is None or start <= stop:
-        end = None if stop is None else min(stop, start + batch - 1)
-        notes = app.recorder.select_notifications(start, batch, stop=end)
-        yield from notes
-        if end is not None:
-            start = end + 1
-        elif len(notes) < batch:
-            return
-        else:
-            start = notes[-1].id + 1
+    """Every notification (of `topics`, if given) from `start` to `stop` (inclusive;
+    default the head now), in log order, read a window of `batch` positions at a
+    time (see TableProjection.read for why a window, not a count)."""
+    if stop is None:
+        stop = app.recorder.max_notification_id() or 0
+    while start <= stop:
+        end = min(stop, start + batch - 1)
+        yield from read_log(app.recorder, start, end, topics)
+        start = end + 1

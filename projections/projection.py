@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from projections.log import EventDecoder, read_log
 from projections.store import StalePosition, ViewsMixin
 
 log = logging.getLogger("pm_ops.projections")
@@ -40,6 +41,7 @@ class TableProjection:
         self.t = views.table
         self._rebuilding_to: int | None = None
         self._reported = 0.0
+        self._decoder = EventDecoder(app.mapper)
 
     # --- what subclasses define --------------------------------------------
 
@@ -119,13 +121,11 @@ class TableProjection:
         import, autovacuum off) it guesses any range holds 0.5 % of the log and
         sorts the whole range, which for "the rest of the log" meant the whole log
         again for every batch; here the range is never more than a batch."""
-        return self.app.recorder.select_notifications(
-            position + 1, stop - position, stop=stop, topics=topics
-        )
+        return read_log(self.app.recorder, position + 1, stop, topics)
 
     def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
-        to_event = self.app.mapper.to_domain_event
-        return [(note.id, to_event(note)) for note in notes]
+        decode = self._decoder
+        return [(note.id, decode(note)) for note in notes]
 
     def process(self, notes: Sequence[Any], expected: int, reached: int) -> None:
         """Apply a batch and record the position it reached, all in one transaction."""

@@ -82,7 +82,8 @@ class ViewsMixin:
             return
         names = ", ".join(name for name, _ in columns)
         if self.is_postgres:
-            arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+            # Binary arrays (%b): the text format checked every value for quoting.
+            arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
             source = f"unnest({arrays}) AS r({names})"
             cursor.execute(
                 statement.format(rows=source), [list(c) for c in zip(*rows, strict=True)]
