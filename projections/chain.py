@@ -108,23 +108,20 @@ class ChainView:
             row = cursor.fetchone()
         return ChainLink(row["position"], row["content_hash"], row["chain_hash"]) if row else None
 
-    def links(self, stop: int, batch: int = 1000) -> Iterator[ChainLink]:
-        """The chain in position order up to `stop` (inclusive), a page at a time."""
+    def links(self, stop: int, batch: int = 5000) -> Iterator[ChainLink]:
+        """The chain in position order up to `stop` (inclusive), a window of `batch`
+        positions at a time (see TableProjection.read for why a window)."""
         table = self.views.table("ops_chain")
         after = 0
-        while True:
-            with self.views.read() as cursor:
+        while after < stop:
+            end = min(stop, after + batch)
+            with self.views.read(tuples=True) as cursor:
                 self.views.execute(
                     cursor,
                     f"SELECT position, content_hash, chain_hash FROM {table} "
-                    "WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
-                    (after, stop, batch),
+                    "WHERE position > %s AND position <= %s ORDER BY position",
+                    (after, end),
                 )
-                rows = [
-                    ChainLink(r["position"], r["content_hash"], r["chain_hash"])
-                    for r in cursor.fetchall()
-                ]
-            yield from rows
-            if len(rows) < batch:
-                return
-            after = rows[-1].position
+                rows = cursor.fetchall()
+            yield from (ChainLink(*row) for row in rows)
+            after = end

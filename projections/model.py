@@ -23,6 +23,7 @@ PERSON_EVENTS = (
 )
 COMMUNITY_EVENTS = (Community.Created, Community.Renamed)
 TOKEN_EVENTS = (Token.Issued, Token.Revoked, Token.Rotated)
+AUDITED_EVENTS = (Person.MemberAdded, Person.SignupCodeChanged, Person.EmailChanged, *TOKEN_EVENTS)
 
 STATE_TOPICS = frozenset(get_topic(cls) for cls in PERSON_EVENTS + COMMUNITY_EVENTS)
 AUDIT_TOPICS = frozenset(get_topic(cls) for cls in PERSON_EVENTS + TOKEN_EVENTS)
@@ -48,6 +49,8 @@ AUDIT_COLUMNS = (
 
 def iso(moment: datetime) -> str:
     """A fixed-width UTC timestamp, so text comparison is time order on both stores."""
+    if moment.tzinfo is UTC and moment.year >= 1000:  # every event's: isoformat is C, no strftime
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -124,11 +127,14 @@ def _token_summary(event: Any) -> str:
 def audit_entry(event: Any, position: int, subject: Subject | None) -> AuditEntry | None:
     """One audit entry per change; None for events that change nothing audited.
     `subject` is what was known of the aggregate before this event."""
+    at = iso(event.timestamp)  # first, as ever: an event without a time is unreadable
+    if not isinstance(event, AUDITED_EVENTS):
+        return None  # most of a log (registrations): no entry to build
     meta: dict[str, Any] = getattr(event, "meta", None) or {}
     subject = subject or Subject()
     common = {
         "position": position,
-        "at": iso(event.timestamp),
+        "at": at,
         "event": event_name(event),
         "actor": meta.get("actor"),
         "token": meta.get("token"),

@@ -19,6 +19,7 @@ from typing import Any
 from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.rows import tuple_row
 
 from commands.store import Store
 
@@ -56,11 +57,15 @@ class ViewsMixin:
             yield cursor
 
     @contextmanager
-    def read(self) -> Iterator[Any]:
-        """A consistent snapshot: every SELECT inside sees the same instant."""
+    def read(self, *, tuples: bool = False) -> Iterator[Any]:
+        """A consistent snapshot: every SELECT inside sees the same instant. Rows are
+        read by column name, or with `tuples` by position only (no dict per row on
+        PostgreSQL: for reads of the whole log's worth)."""
         with self.datastore.transaction(commit=False) as cursor:
             if self.is_postgres:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if tuples:
+                    cursor.row_factory = tuple_row
             yield cursor
 
     def execute(self, cursor: Any, statement: str, params: Any = ()) -> None:
