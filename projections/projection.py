@@ -14,7 +14,8 @@ existed are version 1, the 0.1.0 layout.
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from projections.log import EventDecoder, read_log
@@ -127,12 +128,12 @@ class TableProjection:
         decode = self._decoder
         return [(note.id, decode(note)) for note in notes]
 
-    def process(self, notes: Sequence[Any], expected: int, reached: int) -> None:
+    def process(self, events: list[tuple[int, Any]], expected: int, reached: int) -> None:
         """Apply a batch and record the position it reached, all in one transaction."""
         with self.views.write() as cursor:
             self.views.claim(cursor, self.name, expected)
-            if notes:
-                self.write(cursor, self.decode(notes))
+            if events:
+                self.write(cursor, events)
             self.views.advance(cursor, self.name, reached)
 
     def catch_up(
@@ -147,26 +148,48 @@ class TableProjection:
         positions were passed (events of other topics included)."""
         if batch is None:
             batch = LIVE_BATCH if self._rebuilding_to is None else REBUILD_BATCH
-        topics = sorted(self.topics) if self.topics is not None else []
-        done = 0
         head = self.head() if head is None else head
-        position = self.position()
-        batches = 0
-        while position < head and (max_batches is None or batches < max_batches):
-            reached = min(head, position + batch)  # a batch is `batch` positions of the log
-            notes = self.read(position, reached, topics)
-            try:
-                self.process(notes, position, reached)
-            except StalePosition as stale:
-                log.info("%s", stale)
-                return done
-            done += reached - position
-            batches += 1
-            position = reached
-            self._report_rebuild(position)
-            if on_batch is not None:
-                on_batch(position)
+        windows: list[tuple[int, int]] = []  # (after, up to): a batch is `batch` positions
+        after = self.position()
+        while after < head and (max_batches is None or len(windows) < max_batches):
+            windows.append((after, min(head, after + batch)))
+            after = windows[-1][1]
+        done = 0
+        batches = self._batches(windows)
+        try:
+            for (position, reached), events in zip(windows, batches, strict=True):
+                try:
+                    self.process(events, position, reached)
+                except StalePosition as stale:
+                    log.info("%s", stale)
+                    return done
+                done += reached - position
+                self._report_rebuild(reached)
+                if on_batch is not None:
+                    on_batch(reached)
+        finally:
+            batches.close()  # a read still ahead is waited for, not left running
         return done
+
+    def _batches(self, windows: list[tuple[int, int]]) -> Iterator[list[tuple[int, Any]]]:
+        """Each window's events of our topics, decoded. On PostgreSQL the next window
+        is read and decoded in a thread meanwhile, overlapping the store's work on
+        this one's writes (threads share one SQLite file less happily: not there)."""
+        topics = sorted(self.topics) if self.topics is not None else []
+
+        def fetch(window: tuple[int, int]) -> list[tuple[int, Any]]:
+            return self.decode(self.read(window[0], window[1], topics))
+
+        if not self.views.is_postgres or len(windows) < 2:
+            yield from map(fetch, windows)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix=f"pm-ops-{self.name}-read") as pool:
+            ahead = pool.submit(fetch, windows[0])
+            for window in windows[1:]:
+                current = ahead.result()
+                ahead = pool.submit(fetch, window)
+                yield current
+            yield ahead.result()
 
     def _report_rebuild(self, position: int) -> None:
         if self._rebuilding_to is None:

@@ -125,14 +125,16 @@ def test_a_rebuild_makes_every_table_as_following_the_log_one_call_at_a_time_did
     config, services, client, directory
 ):
     """The live runners apply each call's events as they come (a batch or two per
-    call); a rebuild folds thousands of events into a transaction. Over a log with
+    call, 500 positions at most); a rebuild folds 5,000 positions into a transaction. Over a log with
     everything a read model folds (a person registered, renamed and re-coded, the
     same membership twice, codes set, cleared and set again, tokens issued, rotated
     and revoked, refused calls, communities created and renamed) both give the same
     rows, in every table of every projection."""
     app, person, other = services.app, directory.person_id, directory.other_person_id
     running = start_projections(config, tuple(DB_PROJECTIONS), poll_seconds=0.02)
+    many = [PersonRow(line, new_id(), f"bulk{line}@example.com") for line in range(2, 2500)]
     steps = [
+        lambda: app.import_people(many),  # 7,500 events: batches read ahead, both ways
         lambda: add_member(client, directory, person),
         lambda: add_member(client, directory, person),  # already a member: a no-op delivery
         lambda: set_code(client, directory, person, "VC-1"),
