@@ -8,14 +8,37 @@ fast path does not cover (another store, a cipher or compressor, upcasting, a
 document orjson refuses) goes through the library as before.
 """
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, find_id_convertor
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import resolve_topic
 from psycopg.rows import args_row
+
+Window = TypeVar("Window")
+Fetched = TypeVar("Fetched")
+
+
+def read_ahead(
+    fetch: Callable[[Window], Fetched], windows: Sequence[Window], *, thread: bool
+) -> Iterator[Fetched]:
+    """`fetch` of each window, in order. With `thread`, the next window is fetched
+    in a helper thread while the caller works on this one, so the store's work
+    (and the waiting for it) overlaps ours. Threads share one SQLite file less
+    happily: callers pass thread=False there."""
+    if not thread or len(windows) < 2:
+        yield from map(fetch, windows)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="pm-ops-read-ahead") as pool:
+        ahead = pool.submit(fetch, windows[0])
+        for window in windows[1:]:
+            current = ahead.result()
+            ahead = pool.submit(fetch, window)
+            yield current
+        yield ahead.result()
 
 
 class Note(NamedTuple):

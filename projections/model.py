@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from aggregates import Community, Person, Token, normalise_email
-from projections.log import EventDecoder, read_log
+from projections.log import EventDecoder, read_ahead, read_log
 
 PERSON_EVENTS = (
     Person.Registered,
@@ -284,10 +285,15 @@ def notifications(
 ) -> Iterator[Any]:
     """Every notification (of `topics`, if given) from `start` to `stop` (inclusive;
     default the head now), in log order, read a window of `batch` positions at a
-    time (see TableProjection.read for why a window, not a count)."""
+    time (see TableProjection.read for why a window, not a count), the next
+    window while the caller works on this one (PostgreSQL)."""
     if stop is None:
         stop = app.recorder.max_notification_id() or 0
-    while start <= stop:
-        end = min(stop, start + batch - 1)
-        yield from read_log(app.recorder, start, end, topics)
-        start = end + 1
+    windows = [(first, min(stop, first + batch - 1)) for first in range(start, stop + 1, batch)]
+
+    def fetch(window: tuple[int, int]) -> Sequence[Any]:
+        return read_log(app.recorder, window[0], window[1], topics)
+
+    postgres = isinstance(app.recorder, PostgresApplicationRecorder)
+    for notes in read_ahead(fetch, windows, thread=postgres):
+        yield from notes

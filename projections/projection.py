@@ -15,10 +15,9 @@ existed are version 1, the 0.1.0 layout.
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from projections.log import EventDecoder, read_log
+from projections.log import EventDecoder, read_ahead, read_log
 from projections.store import StalePosition, ViewsMixin
 
 log = logging.getLogger("pm_ops.projections")
@@ -172,24 +171,14 @@ class TableProjection:
         return done
 
     def _batches(self, windows: list[tuple[int, int]]) -> Iterator[list[tuple[int, Any]]]:
-        """Each window's events of our topics, decoded. On PostgreSQL the next window
-        is read and decoded in a thread meanwhile, overlapping the store's work on
-        this one's writes (threads share one SQLite file less happily: not there)."""
+        """Each window's events of our topics, decoded; on PostgreSQL the next one is
+        read and decoded while the store writes this one."""
         topics = sorted(self.topics) if self.topics is not None else []
 
         def fetch(window: tuple[int, int]) -> list[tuple[int, Any]]:
             return self.decode(self.read(window[0], window[1], topics))
 
-        if not self.views.is_postgres or len(windows) < 2:
-            yield from map(fetch, windows)
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix=f"pm-ops-{self.name}-read") as pool:
-            ahead = pool.submit(fetch, windows[0])
-            for window in windows[1:]:
-                current = ahead.result()
-                ahead = pool.submit(fetch, window)
-                yield current
-            yield ahead.result()
+        return read_ahead(fetch, windows, thread=self.views.is_postgres)
 
     def _report_rebuild(self, position: int) -> None:
         if self._rebuilding_to is None:
