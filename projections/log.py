@@ -118,6 +118,11 @@ class EventDecoder:
         tells when reviving those is all the object hook would have done."""
         state = orjson.loads(data)
         typed = data.count(b'"_type_"')
+        if typed == 1 and type(state) is dict:  # most events: only their timestamp
+            moment = state.get("timestamp")
+            if type(moment) is dict and len(moment) == 2 and type(moment.get("_data_")) is str:
+                state["timestamp"] = self.names[moment["_type_"]].decode(moment["_data_"])
+                return state
         if typed and type(state) is dict:
             for key, item in state.items():
                 if (

@@ -128,9 +128,11 @@ def _token_summary(event: Any) -> str:
 def audit_entry(event: Any, position: int, subject: Subject | None) -> AuditEntry | None:
     """One audit entry per change; None for events that change nothing audited.
     `subject` is what was known of the aggregate before this event."""
-    at = iso(event.timestamp)  # first, as ever: an event without a time is unreadable
-    if not isinstance(event, AUDITED_EVENTS):
-        return None  # most of a log (registrations): no entry to build
+    if not isinstance(event, AUDITED_EVENTS):  # most of a log (registrations): no entry
+        if not isinstance(event.timestamp, datetime):
+            iso(event.timestamp)  # raises, as it always did, for a time that is not one
+        return None
+    at = iso(event.timestamp)
     meta: dict[str, Any] = getattr(event, "meta", None) or {}
     subject = subject or Subject()
     common = {

@@ -11,6 +11,7 @@ from api.cli import auditing, cli
 from api.cli import projections as projections_cli
 from commands.application import CommunityRow, PersonRow
 from projections import start_projections
+from projections.log import EventDecoder
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import wait_until
 from projections.store import open_views
@@ -166,6 +167,12 @@ def test_a_rebuild_makes_every_table_as_following_the_log_one_call_at_a_time_did
         assert result.exit_code == 0, result.output
     assert every_row(app, config) == live
     assert invoke(config, "verify").exit_code == 0
+
+    # Rebuilds and verify parse events with orjson: the same events as the library's.
+    decode = EventDecoder(app.mapper)
+    for note in app.recorder.select_notifications(1, 10**6):
+        fast, library = decode(note), app.mapper.to_domain_event(note)
+        assert type(fast) is type(library) and fast.__dict__ == library.__dict__
 
 
 def test_rebuild_refuses_the_feed_and_unknown_names(config, services):
