@@ -30,7 +30,6 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     EventStore,
     InterfaceError,
-    JSONTranscoder,
     Mapper,
     OperationalError,
     StoredEvent,
@@ -40,7 +39,7 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from commands.transcoder import OrjsonDecodingTranscoder
+from commands.transcoder import writes_library_json
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -113,7 +112,7 @@ def decode_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
         state = mapper.cipher.decrypt(state)
     if mapper.compressor:
         state = mapper.compressor.decompress(state)
-    if type(mapper.transcoder) in (JSONTranscoder, OrjsonDecodingTranscoder):
+    if writes_library_json(mapper.transcoder):
         decoded: dict[str, Any] = orjson.loads(state)
         return decoded
     return dict(mapper.transcoder.decode(state))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from commands.store import Store
 from projections.chain import LogAltered
 from projections.feeds import FEEDS, FeedOff, build_feed
-from projections.projection import TableProjection
+from projections.projection import REBUILD_BATCH, TableProjection
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
 from projections.store import ViewsMixin, open_views
@@ -198,7 +198,7 @@ def rebuild(
                 head = projection.head()
                 if projection.position() >= head:
                     break
-                projection.catch_up(on_batch=on_batch, head=head)
+                projection.catch_up(batch=REBUILD_BATCH, on_batch=on_batch, head=head)
             return projection.position()
         finally:
             lock.release()

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.utils import get_topic
 
 from aggregates import Delivery, RejectedCall
@@ -92,54 +91,46 @@ class ActivityProjection(TableProjection):
             f"CREATE INDEX IF NOT EXISTS ops_activity_hour ON {table} (hour)",
         ]
 
-    @singledispatchmethod
-    def apply(self, event: Any, cursor: Any, position: int) -> None:
-        pass
-
-    @apply.register
-    def _delivery(self, event: Delivery.Recorded, cursor: Any, position: int) -> None:
-        outcome, code, detail, person = _delivery_facts(event)
-        self._record(event, cursor, position, outcome, code, detail, person)
-
-    @apply.register
-    def _rejected(self, event: RejectedCall.Recorded, cursor: Any, position: int) -> None:
-        self._record(event, cursor, position, "refused", event.code, event.detail, None)
-
-    def _record(
-        self,
-        event: Any,
-        cursor: Any,
-        position: int,
-        outcome: str,
-        code: str | None,
-        detail: str | None,
-        person_id: int | None,
-    ) -> None:
-        meta: dict[str, Any] = getattr(event, "meta", None) or {}
-        row = (
-            position,
-            iso(event.timestamp),
-            hour_of(event.timestamp),
-            event.operation,
-            outcome,
-            event.status,
-            code,
-            detail,
-            person_id,
-            meta.get("actor"),
-            meta.get("token"),
-            meta.get("workflow"),
-            meta.get("idempotency_key"),
-            meta.get("request_id"),
-            meta.get("source_address"),
-        )
-        self.execute(
+    def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
+        table = self.t("ops_activity")
+        self.views.execute_rows(
             cursor,
-            f"INSERT INTO {self.t('ops_activity')} ({', '.join(ACTIVITY_COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(ACTIVITY_COLUMNS))}) "
-            "ON CONFLICT (position) DO NOTHING",
-            row,
+            f"INSERT INTO {table} ({', '.join(ACTIVITY_COLUMNS)}) "
+            f"SELECT {', '.join(ACTIVITY_COLUMNS)} FROM {{rows}} "
+            "WHERE true ON CONFLICT (position) DO NOTHING",
+            ACTIVITY_TYPES,
+            [_row(position, event) for position, event in events],
         )
+
+
+NOT_TEXT = {"position": "bigint", "person_id": "bigint", "status": "integer"}
+ACTIVITY_TYPES = tuple((column, NOT_TEXT.get(column, "text")) for column in ACTIVITY_COLUMNS)
+
+
+def _row(position: int, event: Any) -> tuple[Any, ...]:
+    """A delivery record's or a rejected call's row, as ACTIVITY_COLUMNS."""
+    if isinstance(event, Delivery.Recorded):
+        outcome, code, detail, person = _delivery_facts(event)
+    else:
+        outcome, code, detail, person = "refused", event.code, event.detail, None
+    meta: dict[str, Any] = getattr(event, "meta", None) or {}
+    return (
+        position,
+        iso(event.timestamp),
+        hour_of(event.timestamp),
+        event.operation,
+        outcome,
+        event.status,
+        code,
+        detail,
+        person,
+        meta.get("actor"),
+        meta.get("token"),
+        meta.get("workflow"),
+        meta.get("idempotency_key"),
+        meta.get("request_id"),
+        meta.get("source_address"),
+    )
 
 
 # --- queries -------------------------------------------------------------------

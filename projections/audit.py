@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.dispatch import singledispatchmethod
-
-from aggregates import Person, Token, normalise_email
+from aggregates import Person, normalise_email
 from projections.model import (
     AUDIT_COLUMNS,
     AUDIT_TOPICS,
@@ -57,67 +55,93 @@ class AuditProjection(TableProjection):
             "email TEXT NOT NULL, person_id BIGINT NOT NULL, PRIMARY KEY (email, person_id))",
         ]
 
-    @singledispatchmethod
-    def apply(self, event: Any, cursor: Any, position: int) -> None:
-        pass
+    def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
+        """Entries are made in Python from each event and who its aggregate was about
+        just before it (the batch's subjects are read once, then carried forward);
+        then the entries, each subject as the batch left it and the addresses seen
+        are written, a statement each."""
+        subjects = self._subjects(cursor, {str(event.originator_id) for _, event in events})
+        entries: list[tuple[Any, ...]] = []
+        changed: dict[str, tuple[Any, ...]] = {}
+        emails: dict[tuple[str, int], None] = {}  # an ordered set
+        for position, event in events:
+            key = str(event.originator_id)
+            subject = subjects.get(key)
+            entry = audit_entry(event, position, subject)
+            if entry is not None:
+                entries.append(entry.row())
+            after = next_subject(event, subject)
+            if after is None:
+                continue
+            subjects[key] = after
+            changed[key] = (key, after.person_id, after.email, after.token)
+            identity = isinstance(event, Person.Registered | Person.EmailChanged)
+            if identity and event.email and after.person_id is not None:
+                emails[(normalise_email(event.email), after.person_id)] = None
+        self._write(cursor, entries, list(changed.values()), list(emails))
 
-    @apply.register
-    def _identity(
-        self, event: Person.Registered | Person.EmailChanged, cursor: Any, position: int
-    ) -> None:
-        subject = self._record(event, cursor, position)
-        if event.email and subject is not None and subject.person_id is not None:
-            self.execute(
-                cursor,
-                f"INSERT INTO {self.t('ops_audit_emails')} (email, person_id) VALUES (%s, %s) "
-                "ON CONFLICT (email, person_id) DO NOTHING",
-                (normalise_email(event.email), subject.person_id),
+    def _subjects(self, cursor: Any, keys: set[str]) -> dict[str, Subject]:
+        """Who each of these aggregates is about, as the table has it now."""
+        table, found = self.t("ops_audit_subjects"), {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), SUBJECTS_PER_QUERY):
+            chunk = ordered[start : start + SUBJECTS_PER_QUERY]
+            if self.views.is_postgres:
+                where, params = "subject = ANY(%b)", [chunk]
+            else:
+                where, params = f"subject IN ({', '.join(['?'] * len(chunk))})", chunk
+            cursor.execute(
+                f"SELECT subject, person_id, email, token FROM {table} WHERE {where}", params
             )
+            for row in cursor.fetchall():
+                found[row["subject"]] = Subject(row["person_id"], row["email"], row["token"])
+        return found
 
-    @apply.register
-    def _member_added(self, event: Person.MemberAdded, cursor: Any, position: int) -> None:
-        self._record(event, cursor, position)
-
-    @apply.register
-    def _code_changed(self, event: Person.SignupCodeChanged, cursor: Any, position: int) -> None:
-        self._record(event, cursor, position)
-
-    @apply.register
-    def _token_event(
-        self, event: Token.Issued | Token.Revoked | Token.Rotated, cursor: Any, position: int
+    def _write(
+        self,
+        cursor: Any,
+        entries: list[tuple[Any, ...]],
+        subjects: list[tuple[Any, ...]],
+        emails: list[tuple[str, int]],
     ) -> None:
-        self._record(event, cursor, position)
-
-    def _record(self, event: Any, cursor: Any, position: int) -> Subject | None:
-        """Write the entry (if the event is a change) and keep who the aggregate is
-        about; returns the subject as it is after this event."""
-        subjects = self.t("ops_audit_subjects")
-        key = str(event.originator_id)
-        self.execute(
-            cursor, f"SELECT person_id, email, token FROM {subjects} WHERE subject=%s", (key,)
-        )
-        row = cursor.fetchone()
-        subject = Subject(row["person_id"], row["email"], row["token"]) if row else None
-        entry = audit_entry(event, position, subject)
-        if entry is not None:
-            placeholders = ", ".join(["%s"] * len(AUDIT_COLUMNS))
-            self.execute(
-                cursor,
-                f"INSERT INTO {self.t('ops_audit')} ({', '.join(AUDIT_COLUMNS)}) "
-                f"VALUES ({placeholders}) ON CONFLICT (position) DO NOTHING",
-                entry.row(),
-            )
-        changed = next_subject(event, subject)
-        if changed is None:
-            return subject
-        self.execute(
+        audit, table, had = self.tables()
+        self.views.execute_rows(
             cursor,
-            f"INSERT INTO {subjects} (subject, person_id, email, token) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (subject) DO UPDATE SET person_id=excluded.person_id, "
-            "email=excluded.email, token=excluded.token",
-            (key, changed.person_id, changed.email, changed.token),
+            f"INSERT INTO {audit} ({', '.join(AUDIT_COLUMNS)}) "
+            f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {{rows}} "
+            "WHERE true ON CONFLICT (position) DO NOTHING",
+            AUDIT_TYPES,
+            entries,
         )
-        return changed
+        self.views.execute_rows(
+            cursor,
+            f"INSERT INTO {table} (subject, person_id, email, token) "
+            "SELECT subject, person_id, email, token FROM {rows} "
+            "WHERE true ON CONFLICT (subject) DO UPDATE SET person_id=excluded.person_id, "
+            "email=excluded.email, token=excluded.token",
+            SUBJECT_TYPES,
+            subjects,
+        )
+        self.views.execute_rows(
+            cursor,
+            f"INSERT INTO {had} (email, person_id) SELECT email, person_id FROM {{rows}} "
+            "WHERE true ON CONFLICT (email, person_id) DO NOTHING",
+            (("email", "text"), ("person_id", "bigint")),
+            emails,
+        )
+
+
+SUBJECTS_PER_QUERY = 500  # SQLite binds at most 32,766 parameters a statement
+AUDIT_TYPES = tuple(
+    (column, "bigint" if column in ("position", "person_id", "community_id") else "text")
+    for column in AUDIT_COLUMNS
+)
+SUBJECT_TYPES = (
+    ("subject", "text"),
+    ("person_id", "bigint"),
+    ("email", "text"),
+    ("token", "text"),
+)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,9 @@
 previous hash. `verify` recomputes it from the log; an event edited, deleted or
 reordered in SQL after it was chained is reported with its position."""
 
-import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from hashlib import sha256
+from typing import Any, NamedTuple
 
 from projections.projection import TableProjection
 from projections.store import ViewsMixin
@@ -15,24 +14,22 @@ GENESIS = "0" * 64
 
 def content_hash(note: Any) -> str:
     """A digest of one stored event: its position, identity, topic and content."""
-    digest = hashlib.sha256(
-        f"{note.id}\n{note.originator_id}\n{note.originator_version}\n{note.topic}\n".encode()
-    )
     state = note.state
-    digest.update(state.encode() if isinstance(state, str) else bytes(state))
-    return digest.hexdigest()
+    if type(state) is not bytes:
+        state = state.encode() if isinstance(state, str) else bytes(state)
+    head = f"{note.id}\n{note.originator_id}\n{note.originator_version}\n{note.topic}\n"
+    return sha256(head.encode() + state).hexdigest()  # one call: this runs per event
 
 
 def chain_hash(previous: str, content: str) -> str:
-    return hashlib.sha256(f"{previous}{content}".encode()).hexdigest()
+    return sha256(f"{previous}{content}".encode()).hexdigest()
 
 
 class LogAltered(Exception):
     """The chain shows the log changed after it was written: never rebuild over it."""
 
 
-@dataclass(frozen=True)
-class ChainLink:
+class ChainLink(NamedTuple):  # a tuple: verify makes one per event of the log
     position: int
     content_hash: str
     chain_hash: str
@@ -66,26 +63,28 @@ class ChainProjection(TableProjection):
                 f"it would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`."
             )
 
-    def process(self, notes: Sequence[Any], expected: int) -> None:
+    def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
+        """The chain hashes stored events as they are: nothing to decode."""
+        return [(note.id, note) for note in notes]
+
+    def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
         table = self.t("ops_chain")
-        with self.views.write() as cursor:
-            self.views.claim(cursor, self.name, expected)
-            self.execute(cursor, f"SELECT chain_hash FROM {table} ORDER BY position DESC LIMIT 1")
-            row = cursor.fetchone()
-            previous = row["chain_hash"] if row else GENESIS
-            rows = []
-            for note in notes:
-                content = content_hash(note)
-                previous = chain_hash(previous, content)
-                rows.append((note.id, content, previous))
-            cursor.executemany(
-                self.views.sql(
-                    f"INSERT INTO {table} (position, content_hash, chain_hash) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (position) DO NOTHING"
-                ),
-                rows,
-            )
-            self.views.advance(cursor, self.name, notes[-1].id)
+        self.execute(cursor, f"SELECT chain_hash FROM {table} ORDER BY position DESC LIMIT 1")
+        row = cursor.fetchone()
+        previous = row["chain_hash"] if row else GENESIS
+        rows = []
+        for position, note in events:
+            content = content_hash(note)
+            previous = chain_hash(previous, content)
+            rows.append((position, content, previous))
+        self.views.execute_rows(
+            cursor,
+            f"INSERT INTO {table} (position, content_hash, chain_hash) "
+            "SELECT position, content_hash, chain_hash FROM {rows} "
+            "WHERE true ON CONFLICT (position) DO NOTHING",
+            (("position", "bigint"), ("content_hash", "text"), ("chain_hash", "text")),
+            rows,
+        )
 
 
 class ChainView:
@@ -106,23 +105,20 @@ class ChainView:
             row = cursor.fetchone()
         return ChainLink(row["position"], row["content_hash"], row["chain_hash"]) if row else None
 
-    def links(self, stop: int, batch: int = 1000) -> Iterator[ChainLink]:
-        """The chain in position order up to `stop` (inclusive), a page at a time."""
+    def links(self, stop: int, batch: int = 5000) -> Iterator[ChainLink]:
+        """The chain in position order up to `stop` (inclusive), a window of `batch`
+        positions at a time (see TableProjection.read for why a window)."""
         table = self.views.table("ops_chain")
         after = 0
-        while True:
-            with self.views.read() as cursor:
+        while after < stop:
+            end = min(stop, after + batch)
+            with self.views.read(tuples=True) as cursor:
                 self.views.execute(
                     cursor,
                     f"SELECT position, content_hash, chain_hash FROM {table} "
-                    "WHERE position > %s AND position <= %s ORDER BY position LIMIT %s",
-                    (after, stop, batch),
+                    "WHERE position > %s AND position <= %s ORDER BY position",
+                    (after, end),
                 )
-                rows = [
-                    ChainLink(r["position"], r["content_hash"], r["chain_hash"])
-                    for r in cursor.fetchall()
-                ]
-            yield from rows
-            if len(rows) < batch:
-                return
-            after = rows[-1].position
+                rows = cursor.fetchall()
+            yield from map(ChainLink._make, rows)
+            after = end

@@ -4,15 +4,17 @@ The SQL projections store the same things; `replay` computes them straight
 from the log (for `state --as-of` and for `verify`, which compares the two).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from aggregates import Community, Person, Token, normalise_email
+from projections.log import EventDecoder, read_ahead, read_log
 
 PERSON_EVENTS = (
     Person.Registered,
@@ -22,6 +24,7 @@ PERSON_EVENTS = (
 )
 COMMUNITY_EVENTS = (Community.Created, Community.Renamed)
 TOKEN_EVENTS = (Token.Issued, Token.Revoked, Token.Rotated)
+AUDITED_EVENTS = (Person.MemberAdded, Person.SignupCodeChanged, Person.EmailChanged, *TOKEN_EVENTS)
 
 STATE_TOPICS = frozenset(get_topic(cls) for cls in PERSON_EVENTS + COMMUNITY_EVENTS)
 AUDIT_TOPICS = frozenset(get_topic(cls) for cls in PERSON_EVENTS + TOKEN_EVENTS)
@@ -47,6 +50,8 @@ AUDIT_COLUMNS = (
 
 def iso(moment: datetime) -> str:
     """A fixed-width UTC timestamp, so text comparison is time order on both stores."""
+    if moment.tzinfo is UTC and moment.year >= 1000:  # every event's: isoformat is C, no strftime
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -123,11 +128,16 @@ def _token_summary(event: Any) -> str:
 def audit_entry(event: Any, position: int, subject: Subject | None) -> AuditEntry | None:
     """One audit entry per change; None for events that change nothing audited.
     `subject` is what was known of the aggregate before this event."""
+    if not isinstance(event, AUDITED_EVENTS):  # most of a log (registrations): no entry
+        if not isinstance(event.timestamp, datetime):
+            iso(event.timestamp)  # raises, as it always did, for a time that is not one
+        return None
+    at = iso(event.timestamp)
     meta: dict[str, Any] = getattr(event, "meta", None) or {}
     subject = subject or Subject()
     common = {
         "position": position,
-        "at": iso(event.timestamp),
+        "at": at,
         "event": event_name(event),
         "actor": meta.get("actor"),
         "token": meta.get("token"),
@@ -243,18 +253,18 @@ def replay(
     *,
     stop: int | None = None,
     until: datetime | None = None,
-    batch: int = 1000,
+    batch: int = 5000,
 ) -> Derived:
-    """Replay the log in order up to position `stop` (inclusive) and/or up to the
-    instant `until` (events recorded after it are left out)."""
+    """Replay the log in order up to position `stop` (inclusive; default the head
+    now) and/or up to the instant `until` (events recorded after it are left out)."""
     derived = Derived()
-    wanted = STATE_TOPICS | AUDIT_TOPICS
-    for note in notifications(app, stop=stop, batch=batch):
-        derived.position = note.id
-        if note.topic not in wanted:
-            continue
+    head = app.recorder.max_notification_id() or 0
+    derived.position = head if stop is None else min(stop, head)
+    decode = EventDecoder(app.mapper)
+    topics = sorted(STATE_TOPICS | AUDIT_TOPICS)
+    for note in notifications(app, stop=derived.position, batch=batch, topics=topics):
         try:
-            event = app.mapper.to_domain_event(note)
+            event = decode(note)
         except Exception as error:  # a corrupted record must be reported, not crash
             derived.undecodable.append((note.id, f"{type(error).__name__}: {error}"))
             continue
@@ -268,12 +278,24 @@ def replay(
 
 
 def notifications(
-    app: Any, *, start: int = 1, stop: int | None = None, batch: int = 1000
+    app: Any,
+    *,
+    start: int = 1,
+    stop: int | None = None,
+    batch: int = 5000,
+    topics: Sequence[str] = (),
 ) -> Iterator[Any]:
-    """Every notification from `start` to `stop` (inclusive), in log order."""
-    while True:
-        notes = app.recorder.select_notifications(start, batch, stop=stop)
+    """Every notification (of `topics`, if given) from `start` to `stop` (inclusive;
+    default the head now), in log order, read a window of `batch` positions at a
+    time (see TableProjection.read for why a window, not a count), the next
+    window while the caller works on this one (PostgreSQL)."""
+    if stop is None:
+        stop = app.recorder.max_notification_id() or 0
+    windows = [(first, min(stop, first + batch - 1)) for first in range(start, stop + 1, batch)]
+
+    def fetch(window: tuple[int, int]) -> Sequence[Any]:
+        return read_log(app.recorder, window[0], window[1], topics)
+
+    postgres = isinstance(app.recorder, PostgresApplicationRecorder)
+    for notes in read_ahead(fetch, windows, thread=postgres):
         yield from notes
-        if len(notes) < batch:
-            return
-        start = notes[-1].id + 1

@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.dispatch import singledispatchmethod
-
 from aggregates import Community, Person
-from projections.model import STATE_TOPICS, Derived, iso, replay
+from projections.model import COMMUNITY_EVENTS, STATE_TOPICS, Derived, iso, replay
 from projections.projection import TableProjection
 from projections.store import ViewsMixin
 
@@ -82,71 +80,112 @@ class StateProjection(TableProjection):
             "subject TEXT PRIMARY KEY, community_id BIGINT NOT NULL UNIQUE, name TEXT)",
         ]
 
-    @singledispatchmethod
-    def apply(self, event: Any, cursor: Any, position: int) -> None:
-        pass
-
-    @apply.register
-    def _registered(self, event: Person.Registered, cursor: Any, position: int) -> None:
-        self.execute(
+    def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
+        """The batch folded per row: new people, then each touched person's final
+        email and code, then new memberships (which find the person's id by subject)."""
+        people = _PeopleBatch()
+        for position, event in events:
+            if isinstance(event, COMMUNITY_EVENTS):
+                self._community(cursor, event)
+            else:
+                people.add(position, event)
+        people_table, members = self.t("ops_state_people"), self.t("ops_state_memberships")
+        self.views.execute_rows(
             cursor,
-            f"INSERT INTO {self.t('ops_state_people')} "
+            f"INSERT INTO {people_table} "
             "(subject, person_id, email, signup_code, updated_at, position) "
-            "VALUES (%s, %s, %s, NULL, %s, %s) ON CONFLICT (subject) DO NOTHING",
-            (
-                str(event.originator_id),
-                event.person_id,
-                event.email,
-                iso(event.timestamp),
-                position,
-            ),
+            "SELECT subject, person_id, email, NULL, updated_at, position FROM {rows} "
+            "WHERE true ON CONFLICT (subject) DO NOTHING",
+            REGISTERED_COLUMNS,
+            people.registered,
+        )
+        self.views.execute_rows(
+            cursor,
+            f"UPDATE {people_table} AS p SET "
+            "email = CASE WHEN r.email_set THEN r.email ELSE p.email END, "
+            "signup_code = CASE WHEN r.code_set THEN r.code ELSE p.signup_code END, "
+            "updated_at = r.updated_at, position = r.position "
+            "FROM {rows} WHERE p.subject = r.subject",
+            CHANGED_COLUMNS,
+            [tuple(change) for change in people.changed.values()],
+        )
+        self.views.execute_rows(
+            cursor,
+            f"INSERT INTO {members} (person_id, community_id, added_at, position) "
+            "SELECT p.person_id, r.community_id, r.added_at, r.position "
+            f"FROM {{rows}} JOIN {people_table} p ON p.subject = r.subject "
+            "WHERE true ON CONFLICT (person_id, community_id) DO NOTHING",
+            JOINED_COLUMNS,
+            list(people.joined.values()),
         )
 
-    @apply.register
-    def _email_changed(self, event: Person.EmailChanged, cursor: Any, position: int) -> None:
-        self.execute(
-            cursor,
-            f"UPDATE {self.t('ops_state_people')} SET email=%s, updated_at=%s, position=%s "
-            "WHERE subject=%s",
-            (event.email, iso(event.timestamp), position, str(event.originator_id)),
-        )
+    def _community(self, cursor: Any, event: Any) -> None:
+        """Communities are a handful: one statement each, as they come."""
+        table = self.t("ops_state_communities")
+        if isinstance(event, Community.Created):
+            self.execute(
+                cursor,
+                f"INSERT INTO {table} (subject, community_id, name) "
+                "VALUES (%s, %s, %s) ON CONFLICT (subject) DO NOTHING",
+                (str(event.originator_id), event.community_id, event.name),
+            )
+        else:
+            self.execute(
+                cursor,
+                f"UPDATE {table} SET name=%s WHERE subject=%s",
+                (event.name, str(event.originator_id)),
+            )
 
-    @apply.register
-    def _code_changed(self, event: Person.SignupCodeChanged, cursor: Any, position: int) -> None:
-        self.execute(
-            cursor,
-            f"UPDATE {self.t('ops_state_people')} SET signup_code=%s, updated_at=%s, position=%s "
-            "WHERE subject=%s",
-            (event.new_code, iso(event.timestamp), position, str(event.originator_id)),
-        )
 
-    @apply.register
-    def _member_added(self, event: Person.MemberAdded, cursor: Any, position: int) -> None:
-        self.execute(
-            cursor,
-            f"INSERT INTO {self.t('ops_state_memberships')} "
-            "(person_id, community_id, added_at, position) "
-            f"SELECT person_id, %s, %s, %s FROM {self.t('ops_state_people')} WHERE subject=%s "
-            "ON CONFLICT (person_id, community_id) DO NOTHING",
-            (event.community_id, iso(event.timestamp), position, str(event.originator_id)),
-        )
+REGISTERED_COLUMNS = (
+    ("subject", "text"),
+    ("person_id", "bigint"),
+    ("email", "text"),
+    ("updated_at", "text"),
+    ("position", "bigint"),
+)
+CHANGED_COLUMNS = (
+    ("subject", "text"),
+    ("email_set", "boolean"),
+    ("email", "text"),
+    ("code_set", "boolean"),
+    ("code", "text"),
+    ("updated_at", "text"),
+    ("position", "bigint"),
+)
+JOINED_COLUMNS = (
+    ("subject", "text"),
+    ("community_id", "bigint"),
+    ("added_at", "text"),
+    ("position", "bigint"),
+)
 
-    @apply.register
-    def _community_created(self, event: Community.Created, cursor: Any, position: int) -> None:
-        self.execute(
-            cursor,
-            f"INSERT INTO {self.t('ops_state_communities')} (subject, community_id, name) "
-            "VALUES (%s, %s, %s) ON CONFLICT (subject) DO NOTHING",
-            (str(event.originator_id), event.community_id, event.name),
-        )
 
-    @apply.register
-    def _community_renamed(self, event: Community.Renamed, cursor: Any, position: int) -> None:
-        self.execute(
-            cursor,
-            f"UPDATE {self.t('ops_state_communities')} SET name=%s WHERE subject=%s",
-            (event.name, str(event.originator_id)),
-        )
+@dataclass
+class _PeopleBatch:
+    """One batch of person events, folded to one write per row: a person's
+    registration as it came, their last email and code (and when), and each
+    membership as first added (the ones after it changed nothing)."""
+
+    registered: list[tuple[Any, ...]] = field(default_factory=list)
+    changed: dict[str, list[Any]] = field(default_factory=dict)  # as CHANGED_COLUMNS
+    joined: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
+
+    def add(self, position: int, event: Any) -> None:
+        subject, at = str(event.originator_id), iso(event.timestamp)
+        if isinstance(event, Person.Registered):
+            self.registered.append((subject, event.person_id, event.email, at, position))
+        elif isinstance(event, Person.MemberAdded):
+            key = (subject, event.community_id)
+            if key not in self.joined:
+                self.joined[key] = (subject, event.community_id, at, position)
+        elif isinstance(event, Person.EmailChanged | Person.SignupCodeChanged):
+            change = self.changed.setdefault(subject, [subject, False, None, False, None, at, 0])
+            if isinstance(event, Person.EmailChanged):
+                change[1:3] = True, event.email
+            else:
+                change[3:5] = True, event.new_code
+            change[5:7] = at, position
 
 
 class StateView:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.bootstrap import bootstrap
+from api.cli import whole_log_job
 from api.config import Config
 
 
@@ -260,7 +261,7 @@ def verify(config: Config, no_checkpoint: bool) -> None:
     check the log's hash chain. Exits 1 on any difference."""
     from projections.verify import verify as run_verify
 
-    with bootstrap(config) as services:
+    with bootstrap(config) as services, whole_log_job():
         report = run_verify(services.read_models, config.store, checkpoint=not no_checkpoint)
     for note in report.notes:
         click.echo(note)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.bootstrap import bootstrap
+from api.cli import whole_log_job
 from api.config import Config
 from api.lifeline import die_with_parent, expected_parent, parent_alive
 from projections import NAMES
@@ -102,6 +103,7 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
         with (
             bootstrap(config) as services,
             Progress(*columns, console=Console(stderr=True), transient=False) as progress,
+            whole_log_job(),
         ):
             app = services.app
             task = progress.add_task(name, total=app.recorder.max_notification_id() or 0)
