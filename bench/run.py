@@ -12,7 +12,8 @@ In one run, on a fresh schema:
    servers stay up for the whole run, one idle while the other is measured; each
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
-3. reads the API workers' RSS after every call of the run (about 100k), rebuilds each
+3. reads the API workers' RSS after every call of the run (15 s a measurement: about
+   100k calls on this machine), rebuilds each
    projection with `pm-ops projections rebuild` (events/s), and profiles one request per stage in-process (bench/stages.py);
 4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
    fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
@@ -47,7 +48,7 @@ from bench.crud_baseline import SCHEMA  # noqa: E402
 from tests.server import free_port, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "10"))
+SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "3"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
 WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
