@@ -13,8 +13,9 @@ In one run, on a fresh schema:
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
 3. reads the API workers' RSS after every call of the run (15 s a measurement: about
-   100k calls on this machine), rebuilds each
-   projection with `pm-ops projections rebuild` (events/s), and profiles one request per stage in-process (bench/stages.py);
+   100k calls on this machine), rebuilds each projection with `pm-ops projections
+   rebuild` and runs `pm-ops verify` (events/s), and profiles one request per stage
+   in-process (bench/stages.py);
 4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
    fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
    call took to appear in a post (OPS_BENCH_FEED_SECONDS, default 20).
