@@ -56,6 +56,8 @@ class _Ticket:
         self._pending.acquire()
 
     def settle(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
+        if self.settled:  # the first answer stands (an Event's set() was as forgiving)
+            return
         self.outcome, self.error, self.settled = outcome, error, True
         self._pending.release()
 
