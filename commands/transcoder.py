@@ -4,9 +4,11 @@ Every read of an aggregate decodes its events' JSON, and the library decodes wit
 standard `json` module and an object hook called for every object. orjson parses the
 same bytes several times faster; the transcodings (datetime, UUID, …) are then revived
 by the library's own hook, bottom-up as `json` would call it. Encoding is unchanged,
-so what is written stays byte-for-byte what the library writes. Anything orjson
-refuses (JSON the library's encoder can write but orjson will not read, such as an
-integer beyond 64 bits) is decoded by the library as before."""
+so what is written stays byte-for-byte what the library writes. A document orjson
+did not read exactly as written is decoded by the library as before: one it refuses,
+and one it reads differently (an integer beyond 64 bits becomes a float there), which
+shows as orjson writing it back differently. The library's encoder writes compact,
+unescaped UTF-8 as orjson does, so for our events the check is one cheap comparison."""
 
 from typing import Any
 
@@ -20,7 +22,33 @@ class OrjsonDecodingTranscoder(JSONTranscoder):
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             return super().decode(data)
-        return self._revive(parsed)
+        if orjson.dumps(parsed) != data:  # not read back exactly as written: see above
+            return super().decode(data)
+        # Each typed value is an object with a "_type_" key; counting those keys in the
+        # bytes (a string holding the text has its quotes escaped) says how many there
+        # are. Nearly every event has one or two, at the top (its timestamp, an id):
+        # reviving those in place is all the object hook would have done.
+        typed = data.count(b'"_type_"')
+        if typed and type(parsed) is dict:
+            typed -= self._revive_top(parsed)
+        if typed:
+            return self._revive(orjson.loads(data))  # nested ones: the whole document
+        return parsed
+
+    def _revive_top(self, state: dict[str, Any]) -> int:
+        """Revive the typed values directly in `state` whose data is a string (so
+        nothing inside them is typed); how many there were."""
+        revived = 0
+        for name, value in state.items():
+            if (
+                type(value) is dict
+                and len(value) == 2
+                and "_type_" in value
+                and type(value.get("_data_")) is str
+            ):
+                state[name] = self._decode_obj(value)
+                revived += 1
+        return revived
 
     def _revive(self, value: Any) -> Any:
         """What `json`'s object hook would have made of `value`: inner objects first."""

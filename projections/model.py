@@ -14,7 +14,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from aggregates import Community, Person, Token, normalise_email
-from projections.log import EventDecoder, read_ahead, read_log
+from projections.log import read_ahead, read_log
 
 PERSON_EVENTS = (
     Person.Registered,
@@ -260,7 +260,7 @@ def replay(
     derived = Derived()
     head = app.recorder.max_notification_id() or 0
     derived.position = head if stop is None else min(stop, head)
-    decode = EventDecoder(app.mapper)
+    decode = app.mapper.to_domain_event
     topics = sorted(STATE_TOPICS | AUDIT_TOPICS)
     for note in notifications(app, stop=derived.position, batch=batch, topics=topics):
         try:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from projections.log import EventDecoder, read_ahead, read_log
+from projections.log import read_ahead, read_log
 from projections.store import StalePosition, ViewsMixin
 
 log = logging.getLogger("pm_ops.projections")
@@ -41,7 +41,7 @@ class TableProjection:
         self.t = views.table
         self._rebuilding_to: int | None = None
         self._reported = 0.0
-        self._decoder = EventDecoder(app.mapper)
+        self._decoder = app.mapper.to_domain_event
 
     # --- what subclasses define --------------------------------------------
 

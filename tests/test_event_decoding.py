@@ -4,6 +4,7 @@ as with the library's own JSON transcoder (the app decodes with orjson)."""
 
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,15 @@ from tests.conftest import Directory, add_member_body, set_code_body
 LEGACY = Path(__file__).parent / "data" / "legacy_v0_1"
 
 
-def library_mapper(services: Services) -> Mapper[Any]:
+def library_mapper(app: Any) -> Mapper[Any]:
+    """The library's own JSON mapper, with the application's transcodings."""
     transcoder = JSONTranscoder()
-    services.app.register_transcodings(transcoder)
+    app.register_transcodings(transcoder)
     return Mapper(transcoder=transcoder)
 
 
 def assert_decoded_alike(services: Services) -> int:
-    ours, theirs = services.app.mapper, library_mapper(services)
+    ours, theirs = services.app.mapper, library_mapper(services.app)
     count = 0
     for stored in services.app.recorder.select_notifications(start=1, limit=100_000):
         mine, library = ours.to_domain_event(stored), theirs.to_domain_event(stored)
@@ -63,3 +65,19 @@ def test_a_log_written_now_decodes_as_the_library_decodes_it(directory: Director
             headers=directory.headers(key=str(uuid.uuid4()), **{"X-Ops-Workflow": "w ☃"}),
         )
     assert assert_decoded_alike(directory.services) >= 12
+
+
+def test_typed_values_anywhere_decode_as_the_library_decodes_them(services: Services) -> None:
+    # What events hold today has typed values at the top only; a future field may nest them.
+    moment = datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=UTC)
+    document = {
+        "timestamp": moment,
+        "owner": uuid.uuid4(),
+        "nested": {"at": [moment, {"id": uuid.uuid4()}], "word": "_type_", "n": 10**30},
+        "lookalike": {"_type_": "uuid_hex", "_data_": "x", "extra": 1},
+        "text": 'a "_type_" in a string',
+    }
+    library = library_mapper(services.app).transcoder
+    for value in (document, [moment, document], {"only": moment}, {"plain": [1, "two"]}):
+        data = library.encode(value)
+        assert services.app.mapper.transcoder.decode(data) == library.decode(data)

@@ -11,11 +11,11 @@ from api.cli import auditing, cli
 from api.cli import projections as projections_cli
 from commands.application import CommunityRow, PersonRow
 from projections import start_projections
-from projections.log import EventDecoder
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import wait_until
 from projections.store import open_views
 from tests.conftest import add_member_body, new_id, set_code_body
+from tests.test_event_decoding import library_mapper
 
 ADD = "/api/v1/ops/people/communities/add"
 CODE = "/api/v1/ops/people/code"
@@ -169,10 +169,10 @@ def test_a_rebuild_makes_every_table_as_following_the_log_one_call_at_a_time_did
     assert invoke(config, "verify").exit_code == 0
 
     # Rebuilds and verify parse events with orjson: the same events as the library's.
-    decode = EventDecoder(app.mapper)
+    library = library_mapper(app)
     for note in app.recorder.select_notifications(1, 10**6):
-        fast, library = decode(note), app.mapper.to_domain_event(note)
-        assert type(fast) is type(library) and fast.__dict__ == library.__dict__
+        fast, slow = app.mapper.to_domain_event(note), library.to_domain_event(note)
+        assert type(fast) is type(slow) and fast.__dict__ == slow.__dict__
 
 
 def test_rebuild_refuses_the_feed_and_unknown_names(config, services):
