@@ -8,14 +8,12 @@ once from the recorder's own table, and `rebuild` makes an aggregate of them wit
 library's mapper and each event's mutate(), as `repository.get` would. `latest_states`
 selects, for several ids at once, only the state of each one's latest event of some
 topics (the import asks for a person's email, not its memberships), and `decode_state`
-reads such a state as the mapper would, but with orjson: the library's JSONTranscoder
-writes plain JSON, which orjson reads several times faster (custom types stay
-{"_type_", "_data_"} dicts). `write_aggregates` maps the pending events with the
-library's mapper and `write_events` writes rows of stored events: on PostgreSQL it
-COPYs them in binary (the payload built here, in PostgreSQL's documented COPY BINARY
-layout, without psycopg's per-value dispatch) inside the recorder's own transaction
-shape: its table lock (so notification ids are issued in commit order) and its NOTIFY;
-on SQLite it calls the recorder's `insert_events`."""
+reads such a state as the mapper would (the app's transcoder parses with orjson).
+`write_aggregates` maps the pending events with the library's mapper and `write_events`
+writes rows of stored events: on PostgreSQL it COPYs them in binary (the payload built
+here, in PostgreSQL's documented COPY BINARY layout, without psycopg's per-value
+dispatch) inside the recorder's own transaction shape: its table lock (so notification
+ids are issued in commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
 
 import struct
 from collections.abc import Collection, Iterable, Iterator
@@ -24,7 +22,6 @@ from itertools import groupby, islice
 from typing import Any
 from uuid import UUID
 
-import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
@@ -38,8 +35,6 @@ from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicatio
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
-
-from commands.transcoder import writes_library_json
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -112,9 +107,6 @@ def decode_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
         state = mapper.cipher.decrypt(state)
     if mapper.compressor:
         state = mapper.compressor.decompress(state)
-    if writes_library_json(mapper.transcoder):
-        decoded: dict[str, Any] = orjson.loads(state)
-        return decoded
     return dict(mapper.transcoder.decode(state))
 
 

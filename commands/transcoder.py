@@ -62,9 +62,3 @@ class OrjsonDecodingTranscoder(JSONTranscoder):
                 self._revive(inner) if isinstance(inner, dict | list) else inner for inner in value
             ]
         return value
-
-
-def writes_library_json(transcoder: object) -> bool:
-    """Whether stored states are exactly what the library's JSONTranscoder writes (so a
-    reader may parse them itself): the library's own, or this one."""
-    return type(transcoder) in (JSONTranscoder, OrjsonDecodingTranscoder)
