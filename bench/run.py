@@ -46,7 +46,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.crud_baseline import SCHEMA  # noqa: E402
-from tests.server import free_port, pm_ops  # noqa: E402
+from tests.server import DidNotStart, free_port, launched, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "15"))
@@ -120,34 +120,14 @@ def post(base: str, token: str, key: str, person: int, community: int) -> None:
 def serving(server: Server) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start a server on a free port, wait until it answers, stop it afterwards."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            server.argv(port), env=server.env, stdout=subprocess.DEVNULL, stderr=log
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(base + "/healthz", timeout=1).close()
-                    break
-                except urllib.error.HTTPError:
-                    break  # the anchor has no /healthz: a 404 means a worker is up
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise SystemExit(
-                            f"{server.name} did not start:\n{log.read().decode()[-2000:]}"
-                        ) from None
-                    time.sleep(0.2)
+    argv = server.argv(port)
+    # The anchor has no /healthz: any answer (its 404) means a worker is up.
+    try:
+        with launched(argv, port, server.env, start_seconds=60, any_answer=True) as started:
             time.sleep(1)  # let every worker finish starting
-            yield base, process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            yield started
+    except DidNotStart as error:
+        raise SystemExit(f"{server.name} did not start:\n{error}") from None
 
 
 def measure_round(

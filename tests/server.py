@@ -44,31 +44,52 @@ def running_server_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     environment = {**os.environ, "OPS_DATABASE_URL": database_url, **(env or {})}
+    argv = [pm_ops(), "serve", "--port", str(port), *args]
+    with launched(argv, port, environment, stop_seconds=15) as started:
+        yield started
+
+
+class DidNotStart(RuntimeError):
+    """The server exited, or never answered; the message is the end of its log."""
+
+
+@contextmanager
+def launched(
+    argv: list[str],
+    port: int,
+    env: dict[str, str],
+    *,
+    start_seconds: float = 30,
+    stop_seconds: float = 20,
+    any_answer: bool = False,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run a server listening on `port`, wait until GET /healthz answers (with
+    `any_answer`, an error status counts: a server without /healthz), stop it
+    afterwards. One that exits or never answers raises DidNotStart."""
     # The server's log goes to a file: an unread pipe would fill and stall the server.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [pm_ops(), "serve", "--port", str(port), *args],
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + start_seconds
             while True:
                 try:
                     with urllib.request.urlopen(f"{base}/healthz", timeout=1):
                         break
+                except urllib.error.HTTPError:
+                    if any_answer:
+                        break
                 except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(log.read().decode(errors="replace")) from None
-                    time.sleep(0.1)
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise DidNotStart(log.read().decode(errors="replace")[-4000:])
+                time.sleep(0.1)
             yield base, process
         finally:
             process.terminate()
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=stop_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
 
