@@ -14,8 +14,6 @@ this one is classified and written: the store works on one core while Python wor
 the other (psycopg releases the GIL while it waits). That read may miss what the batches
 written meanwhile stored; a batch whose people are among theirs is read again."""
 
-import queue
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from eventsourcing.utils import get_topic
 from aggregates import EmailIndex, Person, normalise_email
 from commands.bulk import EventRow, aggregate_events, decode_state, latest_states, write_events
 from commands.fresh_events import NewPersonEvents
+from commands.read_ahead import in_background
 from commands.tokens import admin_meta
 from commands.unit_of_work import UnitOfWork
 
@@ -198,44 +197,3 @@ def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(rows)
     while batch := list(islice(iterator, size)):
         yield batch
-
-
-def in_background(items: Generator[T, None, None]) -> Iterator[T]:
-    """The items, made one ahead in a thread of their own; its exception is raised
-    here, and stopping early stops (and waits for) the thread."""
-    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(done: bool, item: Any) -> None:
-        while not stop.is_set():
-            try:
-                ready.put((done, item), timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def make() -> None:
-        try:
-            for item in items:
-                put(False, item)
-                if stop.is_set():
-                    break
-            put(True, None)
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(True, error)
-        finally:
-            items.close()
-
-    thread = threading.Thread(target=make, name="import read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            done, item = ready.get()
-            if done:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()

@@ -8,11 +8,12 @@ orjson: commands/transcoder.py); on SQLite the library reads them too.
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import args_row
+
+from commands.read_ahead import in_background
 
 Window = TypeVar("Window")
 Fetched = TypeVar("Fetched")
@@ -25,16 +26,8 @@ def read_ahead(
     in a helper thread while the caller works on this one, so the store's work
     (and the waiting for it) overlaps ours. Threads share one SQLite file less
     happily: callers pass thread=False there."""
-    if not thread or len(windows) < 2:
-        yield from map(fetch, windows)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="pm-ops-read-ahead") as pool:
-        ahead = pool.submit(fetch, windows[0])
-        for window in windows[1:]:
-            current = ahead.result()
-            ahead = pool.submit(fetch, window)
-            yield current
-        yield ahead.result()
+    fetched = (fetch(window) for window in windows)
+    return in_background(fetched) if thread and len(windows) > 1 else fetched
 
 
 class Note(NamedTuple):
