@@ -34,6 +34,9 @@ class RequestContext:
     def __init__(self, services: Services) -> None:
         self._metrics = services.metrics
         self._trusted_proxies = services.config.trusted_proxies
+        # Each (route, status) counter, once looked up: labels() takes a lock and builds
+        # its key every time. Routes and statuses are few, so this stays small.
+        self._counters: dict[tuple[str, int], Any] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = request_id(req)
@@ -43,8 +46,11 @@ class RequestContext:
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         resp.set_header("X-Request-Id", req.context.get("request_id", ""))
-        route = req.uri_template or "unmatched"
-        self._metrics.requests.labels(route, resp.status_code).inc()
+        labels = (req.uri_template or "unmatched", resp.status_code)
+        counter = self._counters.get(labels)
+        if counter is None:
+            counter = self._counters[labels] = self._metrics.requests.labels(*labels)
+        counter.inc()
         if resp.status_code >= 400:
             log.info("%s %s -> %s", req.method, req.path, resp.status_code)
 

@@ -238,7 +238,8 @@ def idempotency_key(req: falcon.Request) -> IdempotencyKey | None:
             value = value[1:-1]  # IETF draft: an sf-string
         if not value:
             continue
-        if len(value) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in value):
+        # ASCII and printable: exactly " " to "~" (str methods, not a loop per character).
+        if len(value) > MAX_KEY_LENGTH or not (value.isascii() and value.isprintable()):
             raise Problem(
                 422,
                 "invalid_field",

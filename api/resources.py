@@ -33,14 +33,14 @@ class OperationResource:
         self._op = operation
         self._gate = gate
         self._committer = committer
-        self._metrics = metrics
+        self._command_seconds = metrics.command_seconds.labels(operation.name)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         admission = self._gate.admit(req, self._op)
         command = parse_command(self._op, admission)
         started = time.perf_counter()
         outcome = self._committer.submit(command)
-        self._metrics.command_seconds.labels(self._op.name).observe(time.perf_counter() - started)
+        self._command_seconds.observe(time.perf_counter() - started)
         answer(resp, outcome)
 
 

@@ -22,6 +22,7 @@ from itertools import groupby, islice
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
@@ -108,6 +109,17 @@ def decode_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
     if mapper.compressor:
         state = mapper.compressor.decompress(state)
     return dict(mapper.transcoder.decode(state))
+
+
+def plain_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
+    """A stored event's attributes as plain JSON values: its typed values (timestamp,
+    ids) are left as the transcoder wrote them. For a reader that needs only plain
+    fields of an event, and not the event itself."""
+    if mapper.cipher:
+        state = mapper.cipher.decrypt(state)
+    if mapper.compressor:
+        state = mapper.compressor.decompress(state)
+    return dict(orjson.loads(state))
 
 
 def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:

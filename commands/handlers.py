@@ -139,7 +139,9 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
     owner = cmd.context.token_id
     delivery = uow.get(Delivery, Delivery.create_id(owner, cmd.key))
     if delivery is not None:
-        if (outcome := replay(cmd, delivery)) is not None:
+        if (
+            outcome := replay(cmd, delivery.fingerprint, delivery.status, delivery.body)
+        ) is not None:
             return outcome
         problem = key_reused(cmd)
         record_rejection(
@@ -169,11 +171,12 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
     return Outcome(status, body)
 
 
-def replay(cmd: DeliveredCommand, delivery: Delivery) -> Outcome | None:
-    """The stored outcome when the call repeats the delivered one; None for another body."""
-    if delivery.fingerprint != cmd.fingerprint:
+def replay(cmd: DeliveredCommand, fingerprint: str, status: int, body: str) -> Outcome | None:
+    """The delivered outcome when the call repeats the delivered call (its fingerprint);
+    None for another body."""
+    if fingerprint != cmd.fingerprint:
         return None
-    return Outcome(delivery.status, delivery.body.encode(), replayed=True)
+    return Outcome(status, body.encode(), replayed=True)
 
 
 def key_reused(cmd: DeliveredCommand) -> Problem:
@@ -204,10 +207,12 @@ class Prefetcher:
         delivery_id = Delivery.create_id(cmd.context.token_id, cmd.key)
         # One round trip for the delivery record and the person (or their email's index).
         uow.read_many((delivery_id, person_or_index_id(cmd.person)))
-        delivery = uow.get(Delivery, delivery_id)
-        if delivery is not None:
+        # A delivery record is one event, never changed: its fields are read from that
+        # event's plain attributes, without rebuilding the aggregate (a tenth of a replay).
+        recorded = uow.created_state(delivery_id)
+        if recorded is not None:
             # Another body under a used key falls through: the handler records the 422.
-            return replay(cmd, delivery)
+            return replay(cmd, recorded["fingerprint"], recorded["status"], recorded["body"])
         try:
             find_person(uow, cmd.person)
         except Problem:

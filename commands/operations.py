@@ -10,6 +10,7 @@ more declaration, one handler (commands/handlers.py), and its tests."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from aggregates.values import MAX_CODE_LENGTH
@@ -67,9 +68,14 @@ class Operation:
     outcomes: dict[str, Outcome]
     notes: tuple[str, ...] = field(default=())  # what the response means, for a person pasting it
 
-    @property
+    @cached_property  # read on every call
     def attributes(self) -> tuple[str, ...]:
         return (*PERSON_ATTRIBUTES, self.field.name)
+
+    @cached_property
+    def quoted_attributes(self) -> tuple[bytes, ...]:
+        """Each attribute's name as it appears, quoted, in a JSON body."""
+        return tuple(f'"{name}"'.encode() for name in self.attributes)
 
     def build(
         self, attributes: dict[str, Any], context: CallContext, key: str, fingerprint: str

@@ -8,7 +8,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
-from commands.bulk import read_stored, rebuild
+from commands.bulk import plain_state, read_stored, rebuild
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -41,6 +41,13 @@ class UnitOfWork:
         missing = [i for i in aggregate_ids if i not in self._aggregates and i not in self._read]
         if missing:
             self._read.update(read_stored(self._repository.event_store, missing))
+
+    def created_state(self, aggregate_id: UUID) -> dict[str, Any] | None:
+        """The plain attributes of the first event of an aggregate read_many() read and
+        get() has not rebuilt (bulk.plain_state), or None if it does not exist: for an
+        aggregate never changed after it is created, read without rebuilding it."""
+        stored = self._read[aggregate_id]
+        return plain_state(self._repository.event_store.mapper, stored[0].state) if stored else None
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
