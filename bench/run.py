@@ -8,11 +8,13 @@ In one run, on a fresh schema:
    runs the same import again (a no-op);
 2. alternates the servers A B A B: pm-ops under `pm-ops serve --workers 2`, the anchor
    (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
-   (OPS_BENCH_ROUNDS rounds, default 3; the median ratio is the figure to quote). Both
+   (OPS_BENCH_ROUNDS rounds, default 6, the order swapped every round: A B B A ..., so
+   each pair is measured side by side and a slow spell of this VM lands on both sides
+   alike; the median ratio is the figure to quote). Both
    servers stay up for the whole run, one idle while the other is measured; each
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
-3. reads the API workers' RSS after every call of the run (15 s a measurement: about
+3. reads the API workers' RSS after every call of the run (6 rounds of 8 s measurements: over
    100k calls on this machine), rebuilds each projection with `pm-ops projections
    rebuild` and runs `pm-ops verify` (events/s), and profiles one request per stage
    in-process (bench/stages.py);
@@ -49,8 +51,8 @@ from bench.crud_baseline import SCHEMA  # noqa: E402
 from tests.server import DidNotStart, free_port, launched, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "15"))
-ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("OPS_BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "6"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
 WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
 FEED_RATE, FEED_SECONDS = 50, int(os.environ.get("OPS_BENCH_FEED_SECONDS", "20"))
@@ -275,8 +277,9 @@ def bench(env: dict[str, str], schema: str) -> str:
     with serving(ours) as (our_base, our_process), serving(anchor) as (base, process):
         for r in range(ROUNDS):
             people = range(1 + r * share, 1 + (r + 1) * share)
-            measure_round(ours, our_base, our_process, people)
-            measure_round(anchor, base, process, people)
+            pair = [(ours, our_base, our_process), (anchor, base, process)]
+            for server, server_base, server_process in pair[:: 1 if r % 2 == 0 else -1]:
+                measure_round(server, server_base, server_process, people)
     lines += load_report(ours, anchor)
     lines += rebuild_report(env)
     lines += stage_report(env)
@@ -296,7 +299,7 @@ def vacuum(schema: str) -> None:
 def load_report(ours: Server, anchor: Server) -> list[str]:
     lines = [
         f"wrk, {WRK_THREADS} threads, {CONNECTIONS} connections, {SECONDS} s each, "
-        f"{ROUNDS} rounds A B A B (req/s per round; latency of the last round)"
+        f"{ROUNDS} rounds A B B A (req/s per round; latency of the last round)"
     ]
     for scenario in ("new", "replay"):
         title = {"new": "add-member, new key", "replay": f"the same {REPLAY_KEYS} keys again"}
