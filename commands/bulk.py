@@ -37,6 +37,8 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from commands.libpq import execute_prepared
+
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
 COLUMNS = "originator_id, originator_version, topic, state"
 # One stored event as written: originator id (its 16 bytes), version, topic, state.
@@ -130,17 +132,23 @@ def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
     statement = _select_any(recorder.datastore.schema, recorder.events_table_name)
     iterator = iter(ids)
     while chunk := list(islice(iterator, CHUNK)):
-        # The ids come back as text and are mapped to the UUIDs asked for: psycopg would
-        # otherwise build a UUID from text for every row.
-        asked = {str(i): i for i in chunk}
-        with (
-            recorder.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row) as cursor,
-        ):
-            cursor.execute(statement, (_uuid_array(chunk),), prepare=True)
-            rows = cursor.fetchall()
-        for originator_id, version, topic, state in rows:
-            yield StoredEvent(asked[originator_id], version, topic, state)
+        # The ids come back as their 16 bytes and are mapped to the UUIDs asked for.
+        asked = {i.bytes: i for i in chunk}
+        with recorder.datastore.get_connection() as conn:
+            result = execute_prepared(conn, statement, [_uuid_array(chunk)])
+        value = result.get_value
+        for row in range(result.ntuples):
+            yield StoredEvent(
+                asked[value(row, 0)],  # type: ignore[index]
+                int.from_bytes(value(row, 1), signed=True),  # type: ignore[arg-type]
+                _topic(value(row, 2)),  # type: ignore[arg-type]
+                value(row, 3),  # type: ignore[arg-type]
+            )
+
+
+@cache
+def _topic(name: bytes) -> str:
+    return name.decode()
 
 
 def _sqlite_stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
@@ -242,18 +250,17 @@ def _copy(schema: str, table: str) -> bytes:
 def _select_any(schema: str, table: str) -> bytes:
     return (
         SQL(
-            "SELECT originator_id::text, originator_version, topic, state FROM {}.{} "
-            "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version"
         )
         .format(Identifier(schema), Identifier(table))
         .as_bytes(None)
     )
 
 
-def _uuid_array(ids: list[UUID]) -> str:
-    """The ids as an array literal: psycopg's list dumper inspects every element to
-    choose a type, which cost more than the query's own round trip."""
-    return "{" + ",".join(map(str, ids)) + "}"
+def _uuid_array(ids: list[UUID]) -> bytes:
+    """The ids as an array literal, in PostgreSQL's text form."""
+    return ("{" + ",".join(map(str, ids)) + "}").encode()
 
 
 @cache

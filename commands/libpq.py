@@ -1,0 +1,73 @@
+"""A prepared statement run through libpq directly, for the one query every request
+makes (commands/bulk.py `read_stored`).
+
+psycopg's cursor adapts each parameter, builds a transformer for the result and drives
+the socket from a Python generator: per request that cost more CPU than the round trip
+it made. Here the statement is prepared once per connection and run with
+`PGconn.exec_prepared` (psycopg's documented libpq wrapper, `psycopg.pq`), which
+releases the GIL while it waits, with parameters already in PostgreSQL's text form and
+the result in binary form, read cell by cell. The connection is still a pooled psycopg
+connection in autocommit mode: its pool, its state and its errors are psycopg's."""
+
+import hashlib
+import threading
+import weakref
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg import errors, pq
+
+# SQLSTATEs: the session no longer has the statement (a reset), or has it already.
+UNDEFINED_STATEMENT = b"26000"
+DUPLICATE_STATEMENT = b"42P05"
+
+_prepared: "weakref.WeakKeyDictionary[Any, set[bytes]]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def execute_prepared(
+    conn: psycopg.Connection[Any], statement: bytes, params: list[bytes]
+) -> pq.abc.PGresult:
+    """The binary result of `statement` (with $1, $2 … placeholders) on this connection,
+    prepared on the connection's first use of it."""
+    name = _name(statement)
+    pgconn = conn.pgconn
+    with _lock:
+        names = _prepared.setdefault(conn, set())
+    for first_try in (True, False):
+        if name not in names:
+            _prepare(pgconn, name, statement)
+            names.add(name)
+        result = pgconn.exec_prepared(name, params, result_format=1)
+        if first_try and _sqlstate(result) == UNDEFINED_STATEMENT:
+            names.discard(name)  # the session was reset: prepare it again
+            continue
+        return _checked(pgconn, result)
+    raise AssertionError("unreachable")
+
+
+@cache
+def _name(statement: bytes) -> bytes:
+    return b"pmops_" + hashlib.sha1(statement, usedforsecurity=False).hexdigest()[:16].encode()
+
+
+def _prepare(pgconn: pq.abc.PGconn, name: bytes, statement: bytes) -> None:
+    result = pgconn.prepare(name, statement)
+    if _sqlstate(result) != DUPLICATE_STATEMENT:
+        _checked(pgconn, result)
+
+
+def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
+    if result.status != pq.ExecStatus.FATAL_ERROR:
+        return None
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
+
+
+def _checked(pgconn: pq.abc.PGconn, result: pq.abc.PGresult) -> pq.abc.PGresult:
+    """The result, or the error psycopg itself would raise for it."""
+    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        return result
+    if pgconn.status != pq.ConnStatus.OK:  # the connection broke: the pool replaces it
+        raise psycopg.OperationalError(pgconn.get_error_message())
+    raise errors.error_from_result(result, encoding="utf-8")
