@@ -37,7 +37,7 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from commands.libpq import execute_prepared
+from commands.libpq import copy_in_transaction, execute_prepared
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
 COLUMNS = "originator_id, originator_version, topic, state"
@@ -217,24 +217,21 @@ def _copy_payload(rows: list[EventRow]) -> bytearray:
 # Like the recorder's insert_events: a connection broken by a server restart is retried.
 @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
 def _copy_events(recorder: PostgresApplicationRecorder, payload: bytearray) -> None:
-    with (
-        recorder.datastore.get_connection() as conn,
-        conn.transaction(),
-        conn.cursor() as cursor,
-    ):
+    with recorder.datastore.get_connection() as conn:
         # The recorder's own statements (lock timeout, LOCK ... IN EXCLUSIVE MODE so
-        # notification ids follow commit order, NOTIFY), sent in one round trip.
-        cursor.execute(_lock_and_notify(recorder))
-        with cursor.copy(_copy(recorder.datastore.schema, recorder.events_table_name)) as copy:
-            copy.write(payload)
+        # notification ids follow commit order, NOTIFY), then the COPY, in one query.
+        copy_in_transaction(conn, _lock_notify_copy(recorder), payload)
 
 
 # Statements are composed once and kept as bytes: psycopg renders a Composed query
 # again on every execute, which cost a tenth of a save and a tenth of a replay.
 @cache  # one recorder per application
-def _lock_and_notify(recorder: PostgresApplicationRecorder) -> bytes:
+def _lock_notify_copy(recorder: PostgresApplicationRecorder) -> bytes:
     notify = SQL("NOTIFY {}").format(Identifier(recorder.channel_name))
-    return SQL("; ").join([*recorder.lock_table_statements, notify]).as_bytes(None)
+    copy = _copy(recorder.datastore.schema, recorder.events_table_name)
+    return (
+        SQL("; ").join([*recorder.lock_table_statements, notify, SQL(copy.decode())]).as_bytes(None)
+    )
 
 
 @cache

@@ -1,13 +1,14 @@
-"""A prepared statement run through libpq directly, for the one query every request
-makes (commands/bulk.py `read_stored`).
+"""Statements run through libpq directly, for the query every request makes and the
+write every batch makes (commands/bulk.py `read_stored`, `write_events`).
 
 psycopg's cursor adapts each parameter, builds a transformer for the result and drives
 the socket from a Python generator: per request that cost more CPU than the round trip
 it made. Here the statement is prepared once per connection and run with
 `PGconn.exec_prepared` (psycopg's documented libpq wrapper, `psycopg.pq`), which
 releases the GIL while it waits, with parameters already in PostgreSQL's text form and
-the result in binary form, read cell by cell. The connection is still a pooled psycopg
-connection in autocommit mode: its pool, its state and its errors are psycopg's."""
+the result in binary form, read cell by cell. A batch's COPY is sent with its opening
+statements in one query. The connection is still a pooled psycopg connection in
+autocommit mode: its pool, its state and its errors are psycopg's."""
 
 import hashlib
 import threading
@@ -16,7 +17,9 @@ from functools import cache
 from typing import Any
 
 import psycopg
-from psycopg import errors, pq
+from psycopg import errors, generators, pq
+
+IDLE = pq.TransactionStatus.IDLE
 
 # SQLSTATEs: the session no longer has the statement (a reset), or has it already.
 UNDEFINED_STATEMENT = b"26000"
@@ -50,6 +53,26 @@ def execute_prepared(
 @cache
 def _name(statement: bytes) -> bytes:
     return b"pmops_" + hashlib.sha1(statement, usedforsecurity=False).hexdigest()[:16].encode()
+
+
+def copy_in_transaction(conn: psycopg.Connection[Any], opening: bytes, payload: bytes) -> None:
+    """One transaction: `opening` (statements sent as one query, the last a COPY …
+    FROM STDIN), then the COPY's payload, then COMMIT: three round trips where psycopg's
+    transaction, execute and copy objects made five, so the table lock an opening takes
+    is held for less. Raises (and rolls back) as psycopg would."""
+    pgconn = conn.pgconn
+    try:
+        result = pgconn.exec_(b"BEGIN; " + opening)
+        if result.status != pq.ExecStatus.COPY_IN:
+            _checked(pgconn, result)
+            raise psycopg.ProgrammingError("the opening statements did not end in a COPY")
+        pgconn.put_copy_data(payload)  # queued in libpq's buffer: the connection is nonblocking
+        conn.wait(generators.copy_end(pgconn, None))  # flushes, waits without the GIL
+        _checked(pgconn, pgconn.exec_(b"COMMIT"))
+    except BaseException:
+        if pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status != IDLE:
+            pgconn.exec_(b"ROLLBACK")
+        raise
 
 
 def _prepare(pgconn: pq.abc.PGconn, name: bytes, statement: bytes) -> None:
