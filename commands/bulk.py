@@ -13,7 +13,9 @@ reads such a state as the mapper would (the app's transcoder parses with orjson)
 writes rows of stored events: on PostgreSQL it COPYs them in binary (the payload built
 here, in PostgreSQL's documented COPY BINARY layout, without psycopg's per-value
 dispatch) inside the recorder's own transaction shape: its table lock (so notification
-ids are issued in commit order) and its NOTIFY; on SQLite it calls the recorder's `insert_events`."""
+ids are issued in commit order) and its NOTIFY; on SQLite it calls the recorder's
+`insert_events`. On PostgreSQL the read and the COPY go through libpq directly
+(commands/libpq.py)."""
 
 import struct
 from collections.abc import Collection, Iterable, Iterator
