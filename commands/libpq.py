@@ -38,21 +38,14 @@ def execute_prepared(
     pgconn = conn.pgconn
     with _lock:
         names = _prepared.setdefault(conn, set())
-    for first_try in (True, False):
-        if name not in names:
-            _prepare(pgconn, name, statement)
-            names.add(name)
+    if name not in names:
+        _prepare(pgconn, name, statement)
+        names.add(name)
+    result = pgconn.exec_prepared(name, params, result_format=1)
+    if _sqlstate(result) == UNDEFINED_STATEMENT:  # the session was reset: prepare again
+        _prepare(pgconn, name, statement)
         result = pgconn.exec_prepared(name, params, result_format=1)
-        if first_try and _sqlstate(result) == UNDEFINED_STATEMENT:
-            names.discard(name)  # the session was reset: prepare it again
-            continue
-        return _checked(pgconn, result)
-    raise AssertionError("unreachable")
-
-
-@cache
-def _name(statement: bytes) -> bytes:
-    return b"pmops_" + hashlib.sha1(statement, usedforsecurity=False).hexdigest()[:16].encode()
+    return _checked(pgconn, result)
 
 
 def copy_in_transaction(conn: psycopg.Connection[Any], opening: bytes, payload: bytes) -> None:
@@ -73,6 +66,11 @@ def copy_in_transaction(conn: psycopg.Connection[Any], opening: bytes, payload: 
         if pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status != IDLE:
             pgconn.exec_(b"ROLLBACK")
         raise
+
+
+@cache
+def _name(statement: bytes) -> bytes:
+    return b"pmops_" + hashlib.sha1(statement, usedforsecurity=False).hexdigest()[:16].encode()
 
 
 def _prepare(pgconn: pq.abc.PGconn, name: bytes, statement: bytes) -> None:

@@ -185,3 +185,23 @@ def test_a_refusal_before_the_domain_is_not_stored_under_the_key(client, directo
     )
     assert count(services, "Person.MemberAdded") == 1
     assert count(services, "Delivery.Recorded") == 1
+
+
+def test_calls_survive_a_session_that_forgot_its_prepared_statements(client, directory, services):
+    """A request's read is a statement prepared once per connection; a session reset
+    (DEALLOCATE ALL, as a connection pooler may run) must not break the next call."""
+    if not services.config.is_postgres:
+        pytest.skip("SQLite has no prepared statements to forget")
+    headers = directory.headers(key=key())
+    first = post(client, ADD, add_body(directory), headers)
+    assert first.status_code == 200
+    pool = services.app.recorder.datastore.pool
+    connections = [pool.getconn() for _ in range(pool.get_stats()["pool_size"])]
+    for conn in connections:
+        conn.execute("DEALLOCATE ALL")
+        pool.putconn(conn)
+    again = post(client, ADD, add_body(directory), headers)
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.text == first.text
+    fresh = post(client, ADD, add_body(directory), directory.headers(key=key()))
+    assert attributes(fresh)["alreadyMember"] is True
