@@ -35,14 +35,13 @@ class Authenticator:
         token_id, secret = parsed
         now = time.monotonic()
         cached = self._tokens.get(token_id)
-        if cached is None or now - cached[0] > CACHE_SECONDS:
-            token = self._refresh(token_id, now)
-        else:
+        if cached is not None and now - cached[0] <= CACHE_SECONDS:
             token = cached[1]
-            if token is not None and not token.accepts(secret):
-                # Perhaps just rotated: a new value must work at once, not in 2 s. (A wrong
-                # secret costs one read, as an unknown token id does.)
-                token = self._refresh(token_id, now)
+            if token is None or token.accepts(secret):  # unknown, or the right secret
+                return token
+            # Perhaps just rotated: a new value must work at once, not in 2 s. (A wrong
+            # secret costs one read, as an unknown token id does.)
+        token = self._refresh(token_id, now)
         if token is None or not token.accepts(secret):
             return None
         return token

@@ -17,11 +17,23 @@ that is cut to RECONNECT_SECONDS so it starts afresh soon after the store return
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+import psycopg
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+)
+from psycopg.types.composite import register_composite
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +50,30 @@ class StoreUnreachable(PersistenceError):
 
 GetConnection = Callable[[], AbstractContextManager[Any]]
 
+# psycopg's errors as the library's datastore raises them (most specific first), so the
+# recorder's retries, the committer's clash handling and the 503 mapping see the same.
+LIBRARY_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+    (psycopg.Error, PersistenceError),
+)
+
+
+def library_error(error: psycopg.Error) -> PersistenceError:
+    kind = next(ours for theirs, ours in LIBRARY_ERRORS if isinstance(error, theirs))
+    return kind(str(error))
+
 
 class Circuit:
-    def __init__(self, get_connection: GetConnection) -> None:
-        self._get_connection = get_connection
+    def __init__(self, datastore: Any) -> None:
+        self._datastore = datastore
+        self._get_connection: GetConnection = datastore.get_connection  # the library's own
         self._open = threading.Event()
         self._lock = threading.Lock()
 
@@ -49,20 +81,26 @@ class Circuit:
     def is_open(self) -> bool:
         return self._open.is_set()
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        """The datastore's get_connection, refused at once while the circuit is open."""
-        if self._open.is_set():
-            raise StoreUnreachable("the store is unreachable; retrying in the background")
-        acquired = False
+    def connection(self) -> "Checkout":
+        """A connection as the datastore's get_connection gives one, refused at once
+        while the circuit is open."""
+        return Checkout(self)
+
+    def _getconn(self) -> Any:
+        """A pooled connection with the library's composite types registered, as the
+        datastore's get_connection prepares it."""
+        datastore = self._datastore
+        if datastore.pool.closed:
+            datastore.pool.open(True, datastore.pool_open_timeout or 30.0)
+        conn = datastore.pool.getconn()
         try:
-            with self._get_connection() as conn:
-                acquired = True
-                yield conn
-        except (OperationalError, InterfaceError) as error:
-            if not acquired:
-                self._trip(error)
+            for info in datastore.psycopg_type_adapters.values():
+                if not conn.adapters.types.get(info.oid):
+                    register_composite(info, conn)
+        except BaseException:
+            datastore.pool.putconn(conn)
             raise
+        return conn
 
     def _trip(self, error: BaseException) -> None:
         with self._lock:
@@ -99,6 +137,40 @@ def install(datastore: Any) -> Circuit:
         keepalives_interval=2,
         keepalives_count=2,
     )
-    circuit = Circuit(datastore.get_connection)
+    circuit = Circuit(datastore)
     datastore.get_connection = circuit.connection
     return circuit
+
+
+class Checkout:
+    """The context of one connection: the circuit's check, the pool's getconn and
+    putconn, psycopg's errors raised as the library's. A class, not the three generator
+    context managers it stands for (circuit, datastore, pool: 25 µs a checkout against
+    the pool's own 6 µs, on every read and every write). The pool's connections are in
+    autocommit (the datastore sets it), so nothing is left to commit on the way out;
+    one returned inside a transaction is rolled back by the pool."""
+
+    __slots__ = ("_circuit", "_conn")
+
+    def __init__(self, circuit: Circuit) -> None:
+        self._circuit = circuit
+        self._conn: Any = None
+
+    def __enter__(self) -> Any:
+        circuit = self._circuit
+        if circuit.is_open:
+            raise StoreUnreachable("the store is unreachable; retrying in the background")
+        try:
+            self._conn = circuit._getconn()
+        except psycopg.Error as error:
+            translated = library_error(error)
+            if isinstance(translated, OperationalError | InterfaceError):
+                circuit._trip(translated)
+            raise translated from error
+        return self._conn
+
+    def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
+        conn, self._conn = self._conn, None
+        self._circuit._datastore.pool.putconn(conn)
+        if isinstance(error, psycopg.Error):
+            raise library_error(error) from error
