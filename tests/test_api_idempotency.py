@@ -187,11 +187,10 @@ def test_a_refusal_before_the_domain_is_not_stored_under_the_key(client, directo
     assert count(services, "Delivery.Recorded") == 1
 
 
+@pytest.mark.parametrize("config", ["postgres"], indirect=True)  # SQLite prepares nothing
 def test_calls_survive_a_session_that_forgot_its_prepared_statements(client, directory, services):
     """A request's read is a statement prepared once per connection; a session reset
     (DEALLOCATE ALL, as a connection pooler may run) must not break the next call."""
-    if not services.config.is_postgres:
-        pytest.skip("SQLite has no prepared statements to forget")
     headers = directory.headers(key=key())
     first = post(client, ADD, add_body(directory), headers)
     assert first.status_code == 200
