@@ -6,7 +6,7 @@
 In one run, on a fresh schema:
 1. imports OPS_BENCH_PEOPLE people with `pm-ops directory import` (rows/s, peak RSS) and
    runs the same import again (a no-op);
-2. alternates the servers A B A B: pm-ops under `pm-ops serve --workers 2`, the anchor
+2. alternates the servers: pm-ops under `pm-ops serve --workers 2`, the anchor
    (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
    (OPS_BENCH_ROUNDS rounds, default 6, the order swapped every round: A B B A ..., so
    each pair is measured side by side and a slow spell of this VM lands on both sides
