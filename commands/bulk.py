@@ -108,22 +108,23 @@ def latest_states(
 
 def decode_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
     """A stored event's attributes, as the mapper's to_domain_event decodes them."""
-    if mapper.cipher:
-        state = mapper.cipher.decrypt(state)
-    if mapper.compressor:
-        state = mapper.compressor.decompress(state)
-    return dict(mapper.transcoder.decode(state))
+    return dict(mapper.transcoder.decode(_unsealed(mapper, state)))
 
 
 def plain_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
     """A stored event's attributes as plain JSON values: its typed values (timestamp,
     ids) are left as the transcoder wrote them. For a reader that needs only plain
     fields of an event, and not the event itself."""
+    return dict(orjson.loads(_unsealed(mapper, state)))
+
+
+def _unsealed(mapper: Mapper[UUID], state: bytes) -> bytes:
+    """Decrypted and decompressed, as the mapper's to_domain_event does first."""
     if mapper.cipher:
         state = mapper.cipher.decrypt(state)
     if mapper.compressor:
         state = mapper.compressor.decompress(state)
-    return dict(orjson.loads(state))
+    return state
 
 
 def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
@@ -230,19 +231,10 @@ def _copy_events(recorder: PostgresApplicationRecorder, payload: bytearray) -> N
 @cache  # one recorder per application
 def _lock_notify_copy(recorder: PostgresApplicationRecorder) -> bytes:
     notify = SQL("NOTIFY {}").format(Identifier(recorder.channel_name))
-    copy = _copy(recorder.datastore.schema, recorder.events_table_name)
-    return (
-        SQL("; ").join([*recorder.lock_table_statements, notify, SQL(copy.decode())]).as_bytes(None)
+    copy = SQL("COPY {}.{} (" + COLUMNS + ") FROM STDIN (FORMAT BINARY)").format(
+        Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
     )
-
-
-@cache
-def _copy(schema: str, table: str) -> bytes:
-    return (
-        SQL("COPY {}.{} (" + COLUMNS + ") FROM STDIN (FORMAT BINARY)")
-        .format(Identifier(schema), Identifier(table))
-        .as_bytes(None)
-    )
+    return SQL("; ").join([*recorder.lock_table_statements, notify, copy]).as_bytes(None)
 
 
 @cache

@@ -13,7 +13,12 @@ learn the store is gone. The circuit sits in front of the datastore's connection
 A broken connection *in* the pool (after a server restart) does not open it: the
 recorder's retry takes the next one, and the pool replaces the broken ones.
 The pool's own reconnection backs off exponentially up to its reconnect timeout;
-that is cut to RECONNECT_SECONDS so it starts afresh soon after the store returns."""
+that is cut to RECONNECT_SECONDS so it starts afresh soon after the store returns.
+
+The circuit hands connections out itself (`Checkout`), doing what the datastore's
+get_connection does (eventsourcing 9.5.6: open the pool, register its composite types,
+raise psycopg's errors as its own) without three generator context managers on every
+read and write; a library upgrade means comparing the two again."""
 
 import logging
 import threading
@@ -86,9 +91,9 @@ class Circuit:
         while the circuit is open."""
         return Checkout(self)
 
-    def _getconn(self) -> Any:
+    def getconn(self) -> Any:
         """A pooled connection with the library's composite types registered, as the
-        datastore's get_connection prepares it."""
+        datastore's get_connection prepares it (raises psycopg's errors)."""
         datastore = self._datastore
         if datastore.pool.closed:
             datastore.pool.open(True, datastore.pool_open_timeout or 30.0)
@@ -101,6 +106,9 @@ class Circuit:
             datastore.pool.putconn(conn)
             raise
         return conn
+
+    def putconn(self, conn: Any) -> None:
+        self._datastore.pool.putconn(conn)
 
     def _trip(self, error: BaseException) -> None:
         with self._lock:
@@ -161,7 +169,7 @@ class Checkout:
         if circuit.is_open:
             raise StoreUnreachable("the store is unreachable; retrying in the background")
         try:
-            self._conn = circuit._getconn()
+            self._conn = circuit.getconn()
         except psycopg.Error as error:
             translated = library_error(error)
             if isinstance(translated, OperationalError | InterfaceError):
@@ -171,6 +179,6 @@ class Checkout:
 
     def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
         conn, self._conn = self._conn, None
-        self._circuit._datastore.pool.putconn(conn)
+        self._circuit.putconn(conn)
         if isinstance(error, psycopg.Error):
             raise library_error(error) from error
