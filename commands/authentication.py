@@ -39,8 +39,9 @@ class Authenticator:
             token = cached[1]
             if token is None or token.accepts(secret):  # unknown, or the right secret
                 return token
-            # Perhaps just rotated: a new value must work at once, not in 2 s. (A wrong
-            # secret costs one read, as an unknown token id does.)
+        # Not cached, stale, or a secret the cached token does not take: perhaps it was
+        # just rotated, and a new value must work at once, not in 2 s. (A wrong secret
+        # costs one read, as an unknown token id does.)
         token = self._refresh(token_id, now)
         if token is None or not token.accepts(secret):
             return None
