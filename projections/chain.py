@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from hashlib import sha256
 from typing import Any, NamedTuple
 
+from projections.log import read_ahead
 from projections.projection import TableProjection
 from projections.store import ViewsMixin
 
@@ -107,18 +108,20 @@ class ChainView:
 
     def links(self, stop: int, batch: int = 5000) -> Iterator[ChainLink]:
         """The chain in position order up to `stop` (inclusive), a window of `batch`
-        positions at a time (see TableProjection.read for why a window)."""
+        positions at a time (see TableProjection.read for why a window), the next
+        window while the caller works on this one (PostgreSQL)."""
         table = self.views.table("ops_chain")
-        after = 0
-        while after < stop:
-            end = min(stop, after + batch)
+        windows = [(after, min(stop, after + batch)) for after in range(0, stop, batch)]
+
+        def fetch(window: tuple[int, int]) -> list[Any]:
             with self.views.read(tuples=True) as cursor:
                 self.views.execute(
                     cursor,
                     f"SELECT position, content_hash, chain_hash FROM {table} "
                     "WHERE position > %s AND position <= %s ORDER BY position",
-                    (after, end),
+                    window,
                 )
-                rows = cursor.fetchall()
+                return cursor.fetchall()
+
+        for rows in read_ahead(fetch, windows, thread=self.views.is_postgres):
             yield from map(ChainLink._make, rows)
-            after = end

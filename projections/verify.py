@@ -45,12 +45,28 @@ class Report:
     def add(self, area: str, position: int | None, message: str) -> None:
         self.findings.append(Finding(area, position, message))
 
+    def then(self, later: "Report") -> "Report":
+        """This report followed by `later`'s findings and notes."""
+        return Report(self.findings + later.findings, self.notes + later.notes)
+
 
 def verify(read_models: "ReadModels", store: "Store", *, checkpoint: bool = True) -> Report:
+    """Both halves, one after the other (the CLI runs them side by side on PostgreSQL)."""
+    return verify_chain(read_models, store, checkpoint=checkpoint).then(
+        verify_read_models(read_models)
+    )
+
+
+def verify_chain(read_models: "ReadModels", store: "Store", *, checkpoint: bool = True) -> Report:
     report = Report()
     if checkpoint:
         _checkpoint_chain(read_models, store, report)
     check_chain(read_models.app, read_models.chain, report)
+    return report
+
+
+def verify_read_models(read_models: "ReadModels") -> Report:
+    report = Report()
     for name in ("state", "audit"):
         if read_models.projection(name).upgrade_pending():
             report.notes.append(
