@@ -10,16 +10,16 @@ selects, for several ids at once, only the state of each one's latest event of s
 topics (the import asks for a person's email, not its memberships), and `decode_state`
 reads such a state as the mapper would (the app's transcoder parses with orjson).
 `write_aggregates` maps the pending events with the library's mapper and `write_events`
-writes rows of stored events: on PostgreSQL it COPYs them in binary (the payload built
-here, in PostgreSQL's documented COPY BINARY layout, without psycopg's per-value
-dispatch) inside the recorder's own transaction shape: its table lock (so notification
-ids are issued in commit order) and its NOTIFY; on SQLite it calls the recorder's
-`insert_events`. On PostgreSQL the read and the COPY go through libpq directly
-(commands/libpq.py)."""
+(or `prepared_write`, to write them later) writes rows of stored events: on PostgreSQL
+it COPYs them in binary (the payload built here, in PostgreSQL's documented COPY BINARY
+layout, without psycopg's per-value dispatch) inside the recorder's own transaction
+shape: its table lock (so notification ids are issued in commit order) and its NOTIFY;
+on SQLite it calls the recorder's `insert_events`. On PostgreSQL the read and the COPY
+go through libpq directly (commands/libpq.py)."""
 
 import struct
-from collections.abc import Collection, Iterable, Iterator
-from functools import cache
+from collections.abc import Callable, Collection, Iterable, Iterator
+from functools import cache, partial
 from itertools import groupby, islice
 from typing import Any
 from uuid import UUID
@@ -192,13 +192,24 @@ def aggregate_events(mapper: Mapper[UUID], aggregates: Iterable[Aggregate]) -> I
 def write_events(app: Application[UUID], rows: list[EventRow]) -> None:
     """These stored events, in one transaction; a version that is already stored raises
     the library's IntegrityError and writes nothing."""
+    prepared_write(app, rows)()
+
+
+def prepared_write(app: Application[UUID], rows: list[EventRow]) -> Callable[[], None]:
+    """`write_events` of these rows, with what can be done before the store is asked
+    done now: the import hands the write to a thread of its own (commands/read_ahead.py
+    WriteBehind), which then spends its time in the store, not in Python."""
     recorder: Any = app.recorder
     if not rows:
-        return
+        return _nothing
     if not isinstance(recorder, PostgresApplicationRecorder):
-        recorder.insert_events([StoredEvent(UUID(bytes=i), v, t, s) for i, v, t, s in rows])
-        return
-    _copy_events(recorder, _copy_payload(rows))
+        stored = [StoredEvent(UUID(bytes=i), v, t, s) for i, v, t, s in rows]
+        return partial(recorder.insert_events, stored)
+    return partial(_copy_events, recorder, _copy_payload(rows))
+
+
+def _nothing() -> None:
+    pass
 
 
 def _copy_payload(rows: list[EventRow]) -> bytearray:

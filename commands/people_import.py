@@ -1,18 +1,20 @@
 """The people import: a million rows in under a minute, in bounded memory.
 
-Each batch is classified by what the store holds: each person's latest email event,
-read for the whole batch in one query. A person whose email is unchanged (re-running a
-file) costs nothing more. A new person whose email no one has yet, and whom no other
-row of the batch touches, gets its events from templates (commands/fresh_events.py),
-after one more query for whether its email's index exists. Every other row (a changed
-email, an email already indexed or shared within the batch, an id twice in the batch)
-goes through the aggregates (Person, EmailIndex) as `pm-ops` has always imported it.
-The batch is then written in one transaction (commands/bulk.py).
+Each batch is classified by what the store holds, read for the whole batch in one query:
+each person's latest email event, and whether each row's email has its index yet. A
+person whose email is unchanged (re-running a file) costs nothing more. A new person
+whose email no one has yet, and whom no other row of the batch touches, gets its events
+from templates (commands/fresh_events.py). Every other row (a changed email, an email
+already indexed or shared within the batch, an id twice in the batch) goes through the
+aggregates (Person, EmailIndex) as `pm-ops` has always imported it. The batch is then
+written in one transaction (commands/bulk.py).
 
-On PostgreSQL the next batch is parsed and its people read in a second thread while
-this one is classified and written: the store works on one core while Python works on
-the other (psycopg releases the GIL while it waits). That read may miss what the batches
-written meanwhile stored; a batch whose people are among theirs is read again."""
+On PostgreSQL three things happen at once: the next batch is parsed and read in one
+thread, this one is classified in the caller's, and the one before is written in a
+third (psycopg releases the GIL while it waits). A read may miss what the batches
+written meanwhile store: a batch that shares a person or an email with one of them is
+read again once they are stored, and rows that go through the aggregates wait for
+them too."""
 
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -26,14 +28,20 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.utils import get_topic
 
 from aggregates import EmailIndex, Person, normalise_email
-from commands.bulk import EventRow, aggregate_events, decode_state, latest_states, write_events
+from commands.bulk import (
+    EventRow,
+    aggregate_events,
+    decode_state,
+    latest_states,
+    prepared_write,
+)
 from commands.fresh_events import NewPersonEvents
-from commands.read_ahead import in_background
+from commands.read_ahead import WriteBehind, in_background
 from commands.tokens import admin_meta
 from commands.unit_of_work import UnitOfWork
 
 IMPORTER = "directory import"
-RECENT = 4  # batches remembered; the read ahead is at most two batches behind the writes
+RECENT = 8  # batches remembered; a read is at most four batches behind the writes
 T = TypeVar("T")
 
 
@@ -57,8 +65,14 @@ class Batch:
     number: int
     rows: list[PersonRow]
     people: list[bytes]  # each row's person id (16 bytes: Person.id_bytes)
+    indexes: list[bytes]  # each row's email index id (EmailIndex.id_bytes)
     emails: dict[bytes, str | None]  # the stored people's emails, as read
+    indexed: set[bytes]  # which of `indexes` were stored, as read
     written: int  # how many batches had been written when they were read
+
+    def touches(self) -> set[bytes]:
+        """The aggregates whose being stored, or whose email, decides this batch's rows."""
+        return {*self.people, *self.indexes}
 
 
 class PeopleImport:
@@ -66,88 +80,98 @@ class PeopleImport:
         self._app = app
         self._meta = admin_meta(IMPORTER)
         self._new_people = NewPersonEvents(app.mapper, self._meta)
-        self._written = 0
         self._recent: deque[tuple[int, set[bytes]]] = deque(maxlen=RECENT)
+        # A person's email is the latest of its Registered and EmailChanged; an email's
+        # index is stored once it has its Created.
+        self._topics = [
+            get_topic(event)
+            for event in (Person.Registered, Person.EmailChanged, EmailIndex.Created)  # type: ignore[attr-defined]
+        ]
         self.report = ImportReport()
 
     def run(
         self, rows: Iterable[PersonRow], batch_size: int, on_batch: Callable[[int], None] | None
     ) -> ImportReport:
-        batches = self._read(rows, batch_size)
-        if isinstance(self._app.recorder, PostgresAggregateRecorder):
-            batches = in_background(batches)  # SQLite's in-memory store is one connection's
-        for batch in batches:
-            self._apply(batch)
-            if on_batch:
-                on_batch(len(batch.rows))
+        postgres = isinstance(self._app.recorder, PostgresAggregateRecorder)
+        with WriteBehind(thread=postgres) as self._writes:
+            batches = self._read(rows, batch_size)
+            if postgres:  # SQLite's in-memory store is one connection's
+                batches = in_background(batches)
+            for batch in batches:
+                self._apply(batch)
+                if on_batch:
+                    on_batch(len(batch.rows))
         return self.report
 
     def _read(self, rows: Iterable[PersonRow], size: int) -> Generator[Batch, None, None]:
         for number, rows_of_batch in enumerate(batched(rows, size)):
             people = [Person.id_bytes(row.person_id) for row in rows_of_batch]
-            written = self._written  # before the read: all these batches are in it
-            yield Batch(number, rows_of_batch, people, self._emails(people), written)
+            indexes = [EmailIndex.id_bytes(row.email) for row in rows_of_batch]
+            written = self._writes.done  # before the read: all these batches are in it
+            yield Batch(
+                number, rows_of_batch, people, indexes, *self._stored(people, indexes), written
+            )
 
-    def _emails(self, people: list[bytes]) -> dict[bytes, str | None]:
-        """Each stored person's email (the latest of its Registered and EmailChanged)."""
-        topics = [get_topic(Person.Registered), get_topic(Person.EmailChanged)]  # type: ignore[attr-defined]
-        states = latest_states(self._app.events, people, topics)
+    def _stored(
+        self, people: list[bytes], indexes: list[bytes]
+    ) -> tuple[dict[bytes, str | None], set[bytes]]:
+        """Each stored person's email, and which email indexes are stored: one query."""
+        states = latest_states(self._app.events, people + indexes, self._topics)
         mapper = self._app.mapper
-        return {person: decode_state(mapper, state)["email"] for person, state in states.items()}
+        emails = {p: decode_state(mapper, states[p])["email"] for p in people if p in states}
+        return emails, {index for index in indexes if index in states}
 
     def _apply(self, batch: Batch) -> None:
-        if self._unseen(batch):
-            batch.emails = self._emails(batch.people)
+        if self._unseen(batch):  # read it again once the batches before it are stored
+            self._writes.drain()
+            batch.emails, batch.indexed = self._stored(batch.people, batch.indexes)
         fresh: list[tuple[PersonRow, bytes, bytes]] = []
         others: list[PersonRow] = []
         repeated = {person for person, rows in Counter(batch.people).items() if rows > 1}
-        for row, person in zip(batch.rows, batch.people, strict=True):
+        for row, person, index in zip(batch.rows, batch.people, batch.indexes, strict=True):
             if person in repeated:  # each row must see the one before: the aggregates do
                 others.append(row)
             elif person not in batch.emails:
-                fresh.append((row, person, EmailIndex.id_bytes(row.email)))
+                fresh.append((row, person, index))
             elif _same_email(batch.emails[person], row.email):
                 self.report.unchanged += 1
             else:
                 others.append(row)
         events: list[EventRow] = []
         timestamp = self._new_people.timestamp()
-        for row, person, index in self._templated(fresh, others, batch.emails):
+        for row, person, index in self._templated(fresh, others, batch):
             events += self._new_people.rows(row.person_id, row.email, person, index, timestamp)
             self.report.created += 1
-        if others:
+        if others:  # the aggregates are read from the store: the batches before are in it
+            self._writes.drain()
             events += self._through_aggregates(others)
-        write_events(self._app, events)
-        self._recent.append((batch.number, set(batch.people)))
-        self._written = batch.number + 1
+        self._writes.submit(prepared_write(self._app, events))
+        self._recent.append((batch.number, batch.touches()))
 
     def _unseen(self, batch: Batch) -> bool:
-        """Whether a batch written after this one's read began holds one of its people."""
+        """Whether a batch handed to the writer after this one's read began shares a
+        person or an email with it (its writes may be missing from the read)."""
         if batch.written == batch.number:
             return False
-        since = [people for number, people in self._recent if number >= batch.written]
+        since = [touched for number, touched in self._recent if number >= batch.written]
         if len(since) < batch.number - batch.written:
             return True  # not remembered: read again to be sure
-        return any(not people.isdisjoint(batch.people) for people in since)
+        mine = batch.touches()
+        return any(not touched.isdisjoint(mine) for touched in since)
 
     def _templated(
-        self,
-        fresh: list[tuple[PersonRow, bytes, bytes]],
-        others: list[PersonRow],
-        emails: dict[bytes, str | None],
+        self, fresh: list[tuple[PersonRow, bytes, bytes]], others: list[PersonRow], batch: Batch
     ) -> Iterator[tuple[PersonRow, bytes, bytes]]:
         """The new people whose email's index exists nowhere yet and whom no other row
         of the batch touches; the rest join `others`, to go through the aggregates."""
         touched = Counter(index for _, _, index in fresh)
         for row in others:
             touched[EmailIndex.id_bytes(row.email)] += 1
-            old = emails.get(Person.id_bytes(row.person_id))
+            old = batch.emails.get(Person.id_bytes(row.person_id))
             if old is not None:
                 touched[EmailIndex.id_bytes(old)] += 1
-        created = [get_topic(EmailIndex.Created)]  # type: ignore[attr-defined]
-        indexed = latest_states(self._app.events, [index for _, _, index in fresh], created)
         for row, person, index in fresh:
-            if touched[index] == 1 and index not in indexed:
+            if touched[index] == 1 and index not in batch.indexed:
                 yield row, person, index
             else:
                 others.append(row)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
-from tests.conftest import add_member_body, new_id, set_code_body
+from aggregates import Person
+from tests.conftest import POSTGRES_URL, add_member_body, new_id, set_code_body
 
 ADD = "/api/v1/ops/people/communities/add"
 CODE = "/api/v1/ops/people/code"
@@ -455,6 +458,56 @@ def test_a_large_import_is_batched_and_a_rerun_is_a_no_op(url, client, services,
     ambiguous = by_email(shared)
     assert ambiguous.status_code == 409, ambiguous.text
     assert "3 different people" in ambiguous.json["errors"][0]["detail"]
+
+
+def test_an_import_the_store_refuses_midway_keeps_the_batches_before_and_a_rerun_ends_it(
+    config, url, services, tmp_path
+):
+    """Batches are written while the next ones are read and classified: when the store
+    refuses one (here a trigger refuses one person of the third batch of four), the
+    import says so, the batches before it are stored, none after it is, and running
+    the same file again imports exactly what is missing."""
+    count, base = 3500, new_id()
+    refused_person = base + 2100
+    rows = "".join(f"{base + n},p{n}.{base}@example.com\n" for n in range(count))
+    people_csv = write(tmp_path / "people.csv", "id,email\n" + rows)
+    refuse_one_person(config, Person.create_id(refused_person))
+
+    failed = pm_ops(url, "directory", "import", "--people", str(people_csv))
+    refused(failed, "the store refused", "refused by this test")
+    assert "created" not in failed.stdout, "nothing is reported imported"
+
+    refuse_one_person(config, None)
+    rerun = ok(pm_ops(url, "directory", "import", "--people", str(people_csv)))
+    assert "people: 1500 created, 0 email changed, 2000 unchanged" in rerun.stdout
+
+
+def refuse_one_person(config: Any, person: uuid.UUID | None) -> None:
+    """A trigger that makes the store refuse to store `person`'s events (None: drop it)."""
+    if config.is_postgres:
+        events, function = f'"{config.schema}".pmops_events', f'"{config.schema}".refuse'
+        statements = [f"DROP TRIGGER IF EXISTS refuse ON {events}"]
+        if person:
+            statements += [
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'refused by this test'; END $$",
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {events} FOR EACH ROW "
+                f"WHEN (NEW.originator_id = '{person}') EXECUTE FUNCTION {function}()",
+            ]
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    statements = ["DROP TRIGGER IF EXISTS refuse"]
+    if person:
+        statements.append(
+            "CREATE TRIGGER refuse BEFORE INSERT ON stored_events "
+            f"WHEN NEW.originator_id = '{person.hex}' "  # as the library stores it
+            "BEGIN SELECT RAISE(ABORT, 'refused by this test'); END"
+        )
+    with sqlite3.connect(config.database_url.removeprefix("sqlite:///")) as conn:
+        for statement in statements:
+            conn.execute(statement)
 
 
 def test_a_bad_file_is_refused_whole_with_line_numbers(url, services, tmp_path):

@@ -7,9 +7,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
-from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -264,6 +262,9 @@ def state(
 def verify(config: Config, no_checkpoint: bool) -> None:
     """Re-derive state and audit from the log and compare them with the projections;
     check the log's hash chain. Exits 1 on any difference."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from projections.verify import verify_chain, verify_read_models
 
     checkpoint = not no_checkpoint
