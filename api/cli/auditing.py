@@ -265,13 +265,13 @@ def verify(config: Config, no_checkpoint: bool) -> None:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from projections.verify import verify_chain, verify_read_models
+    from projections.verify import verify as verify_in_turn
+    from projections.verify import verify_read_models
 
     checkpoint = not no_checkpoint
     with bootstrap(config) as services, whole_log_job():
         if not config.is_postgres:  # one SQLite file (or memory) is this process's own
-            chain = verify_chain(services.read_models, config.store, checkpoint=checkpoint)
-            report = chain.then(verify_read_models(services.read_models))
+            report = verify_in_turn(services.read_models, config.store, checkpoint=checkpoint)
         else:
             # The two halves read the whole log each, on a core each: side by side
             # they take as long as the longer one (a thread would share our GIL).
