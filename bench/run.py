@@ -286,9 +286,9 @@ def import_report(env: dict[str, str]) -> str:
         f.writelines(f"{i},p{i}@bench.example\n" for i in range(1, PEOPLE + 1))
     communities.write_text("id,name\n1,Bench\n")
 
-    def timed_import(env: dict[str, str]) -> tuple[float, float]:
-        run_cli(env, "directory", "import", "--communities", str(communities))
-        seconds, rss, _ = run_cli(env, "directory", "import", "--people", str(people))
+    def timed_import(into: dict[str, str]) -> tuple[float, float]:
+        run_cli(into, "directory", "import", "--communities", str(communities))
+        seconds, rss, _ = run_cli(into, "directory", "import", "--people", str(people))
         return seconds, rss
 
     runs = [timed_import(env)]

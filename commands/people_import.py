@@ -81,6 +81,9 @@ class PeopleImport:
         self._meta = admin_meta(IMPORTER)
         self._new_people = NewPersonEvents(app.mapper, self._meta)
         self._recent: deque[tuple[int, set[bytes]]] = deque(maxlen=RECENT)
+        # SQLite's in-memory store is one connection's: no threads there.
+        self._threads = isinstance(app.recorder, PostgresAggregateRecorder)
+        self._writes = WriteBehind(thread=self._threads)
         # A person's email is the latest of its Registered and EmailChanged; an email's
         # index is stored once it has its Created.
         self._topics = [
@@ -92,10 +95,9 @@ class PeopleImport:
     def run(
         self, rows: Iterable[PersonRow], batch_size: int, on_batch: Callable[[int], None] | None
     ) -> ImportReport:
-        postgres = isinstance(self._app.recorder, PostgresAggregateRecorder)
-        with WriteBehind(thread=postgres) as self._writes:
+        with self._writes:
             batches = self._read(rows, batch_size)
-            if postgres:  # SQLite's in-memory store is one connection's
+            if self._threads:
                 batches = in_background(batches)
             for batch in batches:
                 self._apply(batch)
