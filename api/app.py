@@ -9,7 +9,7 @@ from eventsourcing.persistence import PersistenceError
 
 from api.bootstrap import Services
 from api.console import mount as mount_console
-from api.gate import Gate, Refused, client_address
+from api.gate import Gate, client_address
 from api.openapi import openapi_document
 from api.resources import (
     JSONAPI,
@@ -65,18 +65,17 @@ def render_problem(
         resp.set_header(name, value)
 
 
-def refusal_renderer(committer: GroupCommitter) -> Any:
-    """Render a refusal; one made after authentication (but 429) is also recorded as a
-    RejectedCall, so the feed shows a misbehaving workflow (SPEC §2)."""
+def problem_renderer(committer: GroupCommitter) -> Any:
+    """Render a refusal; one of a call whose caller is known (all but 401), except 429,
+    is also recorded as a RejectedCall, so the feed shows a misbehaving workflow (SPEC §2)."""
 
     def render_refusal(
-        req: falcon.Request, resp: falcon.Response, refused: Refused, params: Any
+        req: falcon.Request, resp: falcon.Response, problem: Problem, params: Any
     ) -> None:
-        problem = refused.problem
-        if refused.context is not None and problem.status != 429:
+        if problem.context is not None and problem.operation and problem.status != 429:
             committer.submit(
                 RecordRejection(
-                    refused.context, refused.operation, problem.status, problem.code, problem.detail
+                    problem.context, problem.operation, problem.status, problem.code, problem.detail
                 )
             )
         render_problem(req, resp, problem, params)
@@ -164,6 +163,5 @@ def create_app(services: Services) -> falcon.App:
     app.add_error_handler(falcon.HTTPError, render_http_error)
     app.add_error_handler(PersistenceError, render_unavailable)
     app.add_error_handler(Unavailable, render_unavailable)
-    app.add_error_handler(Problem, render_problem)
-    app.add_error_handler(Refused, refusal_renderer(services.committer))
+    app.add_error_handler(Problem, problem_renderer(services.committer))
     return app

@@ -1,7 +1,7 @@
 """Admission: everything a call must pass before it becomes a command, as one step.
 
 `Gate.admit` returns one `Admission` (the token, who and why, the body and its
-fingerprint) or raises one `Refused`. Checks, in order: the bearer token (401),
+fingerprint) or raises one `Problem`. Checks, in order: the bearer token (401),
 source allow-list (403), rate limit (429), scope (403), body size (413),
 Customer.io signature (403), media type (415), idempotency key and workflow
 headers (422). A refusal after authentication carries the call's context so it
@@ -47,19 +47,6 @@ class Admission:
     fingerprint: str
 
 
-class Refused(Exception):
-    """One refusal of a call to `operation`; `context` is set once the caller is known
-    (so the refusal can be recorded)."""
-
-    def __init__(
-        self, problem: Problem, operation: str, context: CallContext | None = None
-    ) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
-        self.operation = operation
-        self.context = context
-
-
 @dataclass(frozen=True)
 class IdempotencyKey:
     value: str
@@ -78,7 +65,7 @@ class Gate:
         try:
             token = self.authenticate(req)
         except Problem as problem:
-            raise Refused(problem, operation.name) from None
+            raise problem.of_call(operation.name) from None
         # The key and workflow headers are read once. Until every check passes, the context
         # names whichever of them is valid, so a refusal still shows which workflow
         # misbehaves; an invalid one is refused in its turn, after the media type.
@@ -104,7 +91,7 @@ class Gate:
                 if problem is not None:
                     raise problem
         except Problem as problem:
-            raise Refused(problem, operation.name, context) from None
+            raise problem.of_call(operation.name, context) from None
         if key is None:
             # A call without a key is recorded under a generated one (SPEC §2), which its
             # events carry too, so an audit entry always leads to its delivery record.

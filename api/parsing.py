@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from aggregates.values import MAX_LABEL_LENGTH, has_control
-from api.gate import Admission, Refused
+from api.gate import Admission
 from commands.documents import Problem, shown
 from commands.fields import attr, invalid, missing
 from commands.messages import DeliveredCommand
@@ -19,7 +19,7 @@ from commands.operations import Operation
 
 
 def parse_command(operation: Operation, admission: Admission) -> DeliveredCommand:
-    """The command an admitted call asks for, or Refused (a 422) with its context."""
+    """The command an admitted call asks for, or a Problem (a 422) with its context."""
     context = admission.context
     try:
         attributes, body_workflow = parse_body(admission.body, operation)
@@ -28,7 +28,7 @@ def parse_command(operation: Operation, admission: Admission) -> DeliveredComman
         assert context.idempotency_key is not None  # the gate generates one when absent
         return operation.build(attributes, context, context.idempotency_key, admission.fingerprint)
     except Problem as problem:
-        raise Refused(problem, operation.name, context) from None
+        raise problem.of_call(operation.name, context) from None
 
 
 # --- malformed JSON --------------------------------------------------------

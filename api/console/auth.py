@@ -14,20 +14,12 @@ from aggregates import Token
 from api.console.store import ConsoleStore, Session
 from api.gate import address_in
 from commands.authentication import Authenticator
+from commands.documents import Problem
 from commands.tokens import AUDIT_SCOPE
 
 SESSION_COOKIE = "pmops_console"
 SIGN_IN_COOKIE = "pmops_console_sign_in"  # double-submit CSRF value for the sign-in form
 COOKIE_PATH = "/console"
-
-
-class Refused(Exception):
-    """A sign-in the console will not accept; the message is for the person."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -69,19 +61,25 @@ class Auth:
         """Check a pasted token once; returns a new session id and the token."""
         token = self._authenticator.authenticate(presented.strip())
         if token is None:
-            raise Refused(
+            raise Problem(
                 401,
+                "token_invalid",
+                "Invalid token",
                 "That token is not valid: it is unknown, revoked or has been rotated. "
                 "Ask engineering for an audit token.",
             )
         if AUDIT_SCOPE not in token.scopes:
-            raise Refused(
+            raise Problem(
                 403,
+                "forbidden",
+                "Not permitted",
                 "That token is for the operations and cannot open the console. Ask engineering "
                 "for an audit token (pm-ops tokens issue --scope audit:read).",
             )
         if may_look(token, client_address) is not None:
-            raise Refused(403, "That token may not be used from this address.")
+            raise Problem(
+                403, "blocked", "Request blocked", "That token may not be used from this address."
+            )
         return self._store.open_session(token.id, token.name, token.version), token
 
     def viewer(self, session_id: str, client_address: str | None) -> Viewer | None:

@@ -20,7 +20,6 @@ from api.console.auth import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     Auth,
-    Refused,
     Viewer,
     is_https,
 )
@@ -29,8 +28,10 @@ from api.console.reads import Reads
 from api.console.render import render
 from api.console.store import ConsoleStore
 from api.console.verify_job import progress, start_verify
+from commands.documents import Problem
 from projections.activity import DIMENSIONS
-from projections.model import AUDIT_COLUMNS, iso
+from projections.audit import AUDIT_COLUMNS
+from projections.times import iso
 
 log = logging.getLogger("pm_ops.console")
 
@@ -132,9 +133,9 @@ class SignInPage(Page):
             return
         try:
             session_id, token = self.console.auth.sign_in(presented, req.context.client_address)
-        except Refused as refused:
+        except Problem as refused:
             log.info("console sign-in refused (%s)", refused.status)
-            self._form(req, resp, refused.status, refused.message)
+            self._form(req, resp, refused.status, refused.detail)
             return
         log.info("console sign-in: token %s", token.name)
         self.console.set_cookie(req, resp, SESSION_COOKIE, session_id)
