@@ -28,6 +28,17 @@ def has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in UNPRINTABLE_CATEGORIES for ch in text)
 
 
+def printable(text: str) -> str:
+    """Text as it may be kept and shown: each control, format or separator character
+    written as its escape (\\x00, \\n, \\u2028), so a value quoted back in a refusal
+    still makes a record that every store can hold."""
+    if not has_control(text):
+        return text
+    return "".join(
+        ascii(ch)[1:-1] if unicodedata.category(ch) in UNPRINTABLE_CATEGORIES else ch for ch in text
+    )
+
+
 def label(value: str, max_length: int = MAX_LABEL_LENGTH) -> str:
     """A name, actor or workflow: trimmed, not empty, printable, bounded."""
     trimmed = value.strip()

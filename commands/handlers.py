@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall
+from aggregates.values import printable
 from commands.documents import Problem, person_not_found, resource_document, shown
 from commands.messages import (
     AddMember,
@@ -17,7 +18,7 @@ from commands.messages import (
     RecordRejection,
     SetSignupCode,
 )
-from commands.operations import ADD_MEMBER_OPERATION, SET_CODE_OPERATION
+from commands.operations import ADD_MEMBER_OPERATION, OPERATIONS, SET_CODE_OPERATION
 from commands.unit_of_work import UnitOfWork
 
 Execute = Callable[[], tuple[bytes, str]]
@@ -126,7 +127,7 @@ def record_rejection(cmd: RecordRejection, uow: UnitOfWork) -> Outcome:
             operation=cmd.operation,
             status=cmd.status,
             code=cmd.code,
-            detail=cmd.detail,
+            detail=printable(cmd.detail),  # stored as every read model can hold it
             meta=cmd.context.meta(),
         )
     )
@@ -217,16 +218,19 @@ class Prefetcher:
             find_person(uow, cmd.person)
         except Problem:
             return None
-        if isinstance(cmd, AddMember):
-            community_id = Community.create_id(cmd.community_id)
-            known = self._communities.get(community_id)
-            if known is not None:
-                uow.add(known)
-            elif (community := uow.get(Community, community_id)) is not None:
-                if len(self._communities) >= self.MAX_KNOWN_COMMUNITIES:
-                    self._communities.clear()
-                self._communities[community_id] = community
+        community_of = COMMUNITY_READ.get(type(cmd))
+        if community_of is not None:
+            self._community(community_of(cmd), uow)
         return None
+
+    def _community(self, community_id: UUID, uow: UnitOfWork) -> None:
+        known = self._communities.get(community_id)
+        if known is not None:
+            uow.add(known)
+        elif (community := uow.get(Community, community_id)) is not None:
+            if len(self._communities) >= self.MAX_KNOWN_COMMUNITIES:
+                self._communities.clear()
+            self._communities[community_id] = community
 
 
 def generated_key() -> str:
@@ -240,6 +244,12 @@ HANDLERS: dict[type, Callable[..., Outcome]] = {
 }
 
 
+# The community a command's handler checks, read ahead with its person.
+COMMUNITY_READ: dict[type, Callable[[Any], UUID]] = {
+    AddMember: lambda cmd: Community.create_id(cmd.community_id),
+}
+
+
 def prefetchers() -> dict[type, Callable[..., Outcome | None]]:
     prefetch = Prefetcher()
-    return {AddMember: prefetch, SetSignupCode: prefetch}
+    return {op.command: prefetch for op in OPERATIONS}

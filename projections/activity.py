@@ -5,21 +5,24 @@ calls-per-hour chart and its list of refused calls.
 Outcomes are the ones an auditor reads: `changed` (something was written),
 `no-op` (already so; nothing written) and `refused` (a 4xx the caller must fix).
 Idempotent replays leave no record in the log, so they are not counted here.
+`ActivityModel` derives the same rows in plain Python, for `verify`.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 from eventsourcing.utils import get_topic
 
-from aggregates import Delivery, RejectedCall
+from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall, Token
+from aggregates.values import printable
 from commands.operations import OPERATIONS
-from projections.model import iso
+from projections.handled import check_handled
 from projections.projection import TableProjection
 from projections.store import ViewsMixin
+from projections.times import iso
 
 OUTCOMES = ("changed", "no-op", "refused")
 DIMENSIONS = ("outcome", "workflow", "actor")
@@ -59,7 +62,10 @@ def _document(body: str) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _delivery_facts(event: Any) -> tuple[str, str | None, str | None, int | None]:
+Facts = tuple[str, str | None, str | None, int | None]  # outcome, code, detail, person id
+
+
+def _delivery_facts(event: Any) -> Facts:
     """outcome, error code, error detail and person id of a delivery record."""
     document = _document(event.body)
     if event.status != 200:
@@ -71,11 +77,30 @@ def _delivery_facts(event: Any) -> tuple[str, str | None, str | None, int | None
     return outcome, None, None, person if isinstance(person, int) else None
 
 
+def _rejection_facts(event: Any) -> Facts:
+    return "refused", event.code, event.detail, None
+
+
+MEANINGS: dict[type, Callable[[Any], Facts]] = {
+    Delivery.Recorded: _delivery_facts,
+    RejectedCall.Recorded: _rejection_facts,
+}
+LEAVES_ALONE = (Community, EmailIndex, Person, Token)
+TOPICS = frozenset(get_topic(event) for event in MEANINGS)
+
+
+def check() -> None:
+    check_handled("activity", MEANINGS, LEAVES_ALONE)
+
+
 class ActivityProjection(TableProjection):
     """Calls by hour, outcome, workflow and actor; refused calls with their detail."""
 
     name = "activity"
-    topics = frozenset({get_topic(Delivery.Recorded), get_topic(RejectedCall.Recorded)})
+    topics = TOPICS
+
+    def check(self) -> None:
+        check()
 
     def tables(self) -> list[str]:
         return [self.t("ops_activity")]
@@ -109,10 +134,9 @@ ACTIVITY_TYPES = tuple((column, NOT_TEXT.get(column, "text")) for column in ACTI
 
 def _row(position: int, event: Any) -> tuple[Any, ...]:
     """A delivery record's or a rejected call's row, as ACTIVITY_COLUMNS."""
-    if isinstance(event, Delivery.Recorded):
-        outcome, code, detail, person = _delivery_facts(event)
-    else:
-        outcome, code, detail, person = "refused", event.code, event.detail, None
+    outcome, code, detail, person = MEANINGS[type(event)](event)
+    if detail is not None:
+        detail = printable(detail)  # an earlier release quoted values back raw (a NUL, say)
     meta: dict[str, Any] = getattr(event, "meta", None) or {}
     return (
         position,
@@ -133,7 +157,28 @@ def _row(position: int, event: Any) -> tuple[Any, ...]:
     )
 
 
+@dataclass
+class ActivityModel:
+    """The rows derived event by event, in plain Python (for `verify`)."""
+
+    topics: frozenset[str] = TOPICS
+    rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+
+    def apply(self, position: int, event: Any) -> None:
+        self.rows[position] = _row(position, event)
+
+
 # --- queries -------------------------------------------------------------------
+
+
+def stored_rows(views: ViewsMixin, cursor: Any) -> dict[int, tuple[Any, ...]]:
+    """Every row of the activity table, by position (for `verify`)."""
+    views.execute(
+        cursor,
+        f"SELECT {', '.join(ACTIVITY_COLUMNS)} FROM {views.table('ops_activity')} "
+        "ORDER BY position",
+    )
+    return {r["position"]: tuple(r[c] for c in ACTIVITY_COLUMNS) for r in cursor.fetchall()}
 
 
 @dataclass(frozen=True)

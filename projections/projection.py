@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError, OperationalError
+
 from projections.log import read_ahead, read_log
 from projections.store import StalePosition, ViewsMixin
 
@@ -28,6 +30,14 @@ LIVE_BATCH = 500  # following: a batch is one short transaction
 # Rebuilding: per-batch costs (the read, the claim, a statement per table) vanish
 # at this size, and a transaction still holds only a fraction of a second's work.
 REBUILD_BATCH = 5000
+
+
+class Unstorable(Exception):
+    """The read model cannot store an event; the message names it and says why."""
+
+
+class _RolledBack(Exception):
+    """Ends a trial write (see TableProjection.diagnose)."""
 
 
 class TableProjection:
@@ -42,8 +52,15 @@ class TableProjection:
         self._rebuilding_to: int | None = None
         self._reported = 0.0
         self._decoder = app.mapper.to_domain_event
+        self._fault_recorded: bool | None = None  # None: unknown until the first batch
+        self.check()
 
     # --- what subclasses define --------------------------------------------
+
+    def check(self) -> None:
+        """Raise projections.handled.Unhandled unless this read model says what it does
+        with every event the domain stores (run whenever it is built: at start-up)."""
+        raise NotImplementedError
 
     def ddl(self) -> list[str]:
         raise NotImplementedError
@@ -128,12 +145,40 @@ class TableProjection:
         return [(note.id, decode(note)) for note in notes]
 
     def process(self, events: list[tuple[int, Any]], expected: int, reached: int) -> None:
-        """Apply a batch and record the position it reached, all in one transaction."""
-        with self.views.write() as cursor:
-            self.views.claim(cursor, self.name, expected)
-            if events:
-                self.write(cursor, events)
-            self.views.advance(cursor, self.name, reached)
+        """Apply a batch and record the position it reached, all in one transaction.
+        A batch the store refuses for what it holds (not for being unreachable) is
+        tried event by event to name the event, which is recorded as this projection's
+        fault (`projections status`, `verify`) and raised as Unstorable."""
+        try:
+            with self.views.write() as cursor:
+                self.views.claim(cursor, self.name, expected)
+                if events:
+                    self.write(cursor, events)
+                self.views.advance(cursor, self.name, reached)
+        except (StalePosition, OperationalError, InterfaceError):
+            raise
+        except Exception as error:
+            reason = self.diagnose(events, error)
+            self.views.record_fault(self.name, expected, reason)
+            self._fault_recorded = True
+            raise Unstorable(f"projection {self.name}: {reason}") from error
+        if self._fault_recorded is not False:
+            self.views.clear_fault(self.name)
+            self._fault_recorded = False
+
+    def diagnose(self, events: list[tuple[int, Any]], error: Exception) -> str:
+        """Which event of a refused batch the store will not take, and why: each is
+        written alone in a transaction that is then rolled back."""
+        for position, event in events:
+            try:
+                with self.views.write() as cursor:
+                    self.write(cursor, [(position, event)])
+                    raise _RolledBack
+            except _RolledBack:
+                continue
+            except Exception as refused:
+                return f"cannot store the event at position {position} ({_kind(event)}): {_line(refused)}"
+        return f"cannot store the batch after position {events[0][0] - 1 if events else '?'}: {_line(error)}"
 
     def catch_up(
         self,
@@ -197,3 +242,14 @@ class TableProjection:
 
     def execute(self, cursor: Any, statement: str, params: Any = ()) -> None:
         self.views.execute(cursor, statement, params)
+
+
+def _kind(event: Any) -> str:
+    """An event's type as people read it (Person.Registered); a stored record's topic."""
+    topic = getattr(event, "topic", None)
+    return topic.rpartition(":")[2] if isinstance(topic, str) else type(event).__qualname__
+
+
+def _line(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [""])[0][:300]
+    return text or type(error).__name__

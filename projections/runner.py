@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from commands.store import Store
+from projections.projection import Unstorable
 from projections.store import advisory_key
 
 log = logging.getLogger("pm_ops.projections")
@@ -223,6 +224,9 @@ class Runner:
                 if activate is not None:
                     activate()
                 self._follow(lock)
+            except Unstorable as error:  # the event and the reason; a traceback adds nothing
+                log.error("%s; retrying in 2 s (`pm-ops projections status` shows it)", error)
+                self.stop_event.wait(2.0)
             except Exception:
                 log.exception("projection %s failed; retrying", self.name)
                 self.stop_event.wait(2.0)

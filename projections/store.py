@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError, Tracking
@@ -28,11 +29,27 @@ CREATE TABLE IF NOT EXISTS {control} (
     name TEXT PRIMARY KEY,
     paused_until DOUBLE PRECISION NOT NULL
 )"""
+FAULTS_DDL = """
+CREATE TABLE IF NOT EXISTS {faults} (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+)"""
 VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS {versions} (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL
 )"""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why a projection cannot go on: the position it is stuck at, in words."""
+
+    position: int
+    reason: str
+    at: float  # when it last failed (Unix time)
 
 
 class StalePosition(Exception):
@@ -121,7 +138,8 @@ class ViewsMixin:
     def _create_own(self, cursor: Any, statements: list[str]) -> None:
         control = CONTROL_DDL.format(control=self.table("ops_projection_control"))
         versions = VERSIONS_DDL.format(versions=self.table("ops_projection_versions"))
-        for statement in [control, versions, *statements]:
+        faults = FAULTS_DDL.format(faults=self.table("ops_projection_faults"))
+        for statement in [control, versions, faults, *statements]:
             cursor.execute(statement)
 
     # --- positions --------------------------------------------------------
@@ -197,6 +215,33 @@ class ViewsMixin:
             "VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET version = excluded.version",
             (name, version),
         )
+
+    # --- faults: a projection that cannot store an event says so -------------
+
+    def record_fault(self, name: str, position: int, reason: str) -> None:
+        with self.write() as cursor:
+            self.execute(
+                cursor,
+                f"INSERT INTO {self.table('ops_projection_faults')} (name, position, reason, at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "position = excluded.position, reason = excluded.reason, at = excluded.at",
+                (name, position, reason, time.time()),
+            )
+
+    def clear_fault(self, name: str) -> None:
+        with self.write() as cursor:
+            self.execute(
+                cursor, f"DELETE FROM {self.table('ops_projection_faults')} WHERE name=%s", (name,)
+            )
+
+    def faults(self) -> dict[str, Fault]:
+        with self.read() as cursor:
+            self.execute(
+                cursor,
+                f"SELECT name, position, reason, at FROM {self.table('ops_projection_faults')}",
+            )
+            rows = cursor.fetchall()
+        return {r["name"]: Fault(int(r["position"]), r["reason"], float(r["at"])) for r in rows}
 
     # --- hand-over (rebuild asks the active runner to stand by) -------------
 
