@@ -16,6 +16,7 @@ from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
 from commands.sealing import SigningKeys, embedded_secret_key
+from projections.feeds import mark_starts
 from projections.read_models import ReadModels, open_read_models
 
 
@@ -73,6 +74,9 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
             from api.console.store import ConsoleStore  # (api.console imports this module)
 
             ConsoleStore(app.recorder.datastore, config.store).create_tables()  # type: ignore[attr-defined]
+        # A feed that does not send the past (Customer.io) starts here, not when its runner
+        # first runs: every change after this process started with its settings reaches it.
+        mark_starts(app, config, create=create_tables)
     except BaseException:
         app.close()
         raise

@@ -111,6 +111,19 @@ class Feed:
     def on_activate(self) -> None:
         self._recovered = False
 
+    def mark_start(self) -> None:
+        """Where a feed that does not send the past begins: the head of the log when a
+        process first starts with the feed configured, not when its runner first runs
+        (later: calls made between the two would never be sent). The first mark stands."""
+        head = self.head()
+        with self.views.write() as cursor:
+            self.views.execute(
+                cursor,
+                f"INSERT INTO {self.views.tracking_table} (application_name, notification_id) "
+                "VALUES (%s, %s) ON CONFLICT (application_name) DO NOTHING",
+                (self.name, head),
+            )
+
     def interrupt(self) -> None:
         self._stop.set()
 

@@ -10,7 +10,7 @@ from typing import Any
 from projections.customerio import CustomerIOSink
 from projections.feed import Feed, Sink
 from projections.slack import slack_sink
-from projections.store import ViewsMixin
+from projections.store import ViewsMixin, open_views
 
 
 class FeedOff(Exception):
@@ -36,3 +36,20 @@ FEEDS: dict[str, Callable[..., Sink]] = {
 def build_feed(app: Any, settings: Any, views: ViewsMixin, name: str, **options: Any) -> Feed:
     """The follower for one feed; FeedOff when its settings are missing."""
     return Feed(app, views, FEEDS[name](app, settings, views, **options))
+
+
+def mark_starts(app: Any, settings: Any, *, create: bool = True) -> None:
+    """Each configured feed that does not send the past begins at the head of the log
+    as it is now, unless it began earlier (see Feed.mark_start). Every process that
+    starts with a feed's settings does this, before it takes any call."""
+    views = open_views(app, settings.store)
+    for name in FEEDS:
+        try:
+            feed = build_feed(app, settings, views, name)
+        except FeedOff:
+            continue
+        if feed.sink.from_start:
+            continue
+        if create:
+            feed.create()
+        feed.mark_start()

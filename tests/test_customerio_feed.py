@@ -312,3 +312,27 @@ def test_a_wrong_setting_is_a_plain_error(tmp_path, variable, value, says):
     )
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and API_KEY not in done.stderr
+
+
+def test_calls_made_before_the_feed_first_runs_still_reach_customerio(
+    config, services, directory, fake_cio
+):
+    """The feed begins where the first process with its settings started, not where its
+    runner first ran: here the API serves (without projections) and takes calls as soon
+    as /healthz answers, and the feed runs for the first time only afterwards."""
+    import urllib.request
+
+    from tests.server import running_server
+
+    person = directory.person_id
+    with running_server(config.database_url, "--no-projections", env=fake_cio.env()) as base:
+        for code in ("VC-early-1", "VC-early-2"):
+            body = orjson.dumps(set_code_body(person, code=code))
+            request = urllib.request.Request(base + CODE, body, directory.headers(), method="POST")
+            assert urllib.request.urlopen(request, timeout=10).status == 200
+    assert fake_cio.events == {}
+    result = invoke(config, fake_cio, "projections", "run", "--once", "--only", "customerio")
+    assert result.exit_code == 0, result.output
+    sent = fake_cio.events_of(str(person))
+    assert [event["data"]["new_code"] for event in sent] == ["VC-early-1", "VC-early-2"]
+    assert fake_cio.profiles[str(person)]["signup_code"] == "VC-early-2"
