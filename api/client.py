@@ -57,6 +57,7 @@ __all__ = [
     "MembershipResult",
     "OpsClient",
     "OpsError",
+    "Result",
     "RetryHook",
     "SignupCodeResult",
     "new_key",
@@ -293,6 +294,22 @@ class OpsClient:
             replayed=replayed,
         )
 
+    def call(
+        self,
+        operation: str,
+        *,
+        value: Any,
+        person_id: int | None = None,
+        email: str | None = None,
+        key: str | None = None,
+    ) -> Result:
+        """Any declared operation by name, given its one attribute's value (as the script
+        runner calls them); the answer is that operation's typed result."""
+        argument = BY_NAME[operation].field.argument
+        return TYPED[operation](
+            self, key=key, person_id=person_id, email=email, **{argument: value}
+        )
+
     # --- transport -----------------------------------------------------------------
 
     def _post(
@@ -409,6 +426,14 @@ class OpsClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "<token>") if self._token else text
+
+
+Result = MembershipResult | SignupCodeResult
+# Each declared operation's typed method (a test checks that every operation has one).
+TYPED: dict[str, Callable[..., Result]] = {
+    ADD_MEMBER.name: OpsClient.add_member,
+    SET_CODE.name: OpsClient.set_code,
+}
 
 
 def new_key() -> str:

@@ -3,16 +3,20 @@
 Everything that differs between "add someone to a community" and "set someone's
 signup code" is here: the URL, the JSON:API type, the permission, the one
 attribute besides the person (how it is validated, what it becomes in the
-command, how a CLI asks for it), the response, and the words people read about
-each outcome. Routes, OpenAPI, token scopes, `cio snippet`, `demo`, the script
-client and the Slack feed all read these declarations; a third operation is one
-more declaration, one handler (commands/handlers.py), and its tests."""
+command, how a CLI asks for it), the response, the words people read about
+each outcome, and what the event it records means to each read model and feed
+(the person's state, the audit trail, Customer.io). Routes, OpenAPI, token
+scopes, `cio snippet`, `demo`, `pm-ops call`, the script runner, the console,
+the read models and the feeds all read these declarations; a third operation is
+one more declaration, its command, one handler (commands/handlers.py), its
+event on the aggregate, its typed client method, and its tests."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from aggregates import Person
 from aggregates.values import MAX_CODE_LENGTH
 from commands import fields
 from commands.messages import (
@@ -55,6 +59,38 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class StateChange:
+    """What the event changes in the person's current state (projections/state.py):
+    the person `joins` the community named by that event attribute, or the event
+    `sets` a state attribute ("signup_code", "email") to an event attribute."""
+
+    joins: str | None = None
+    sets: tuple[str, str] | None = None  # (state attribute, event attribute)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """How the audit trail records the event (projections/audit.py): which of its
+    attributes fill the entry's community and previous / new value columns (or a fixed
+    new value), and how a page says the change, formatted with the entry's columns."""
+
+    words: str
+    community_id: str | None = None
+    previous_value: str | None = None
+    new_value: str | None = None
+    fixed_new_value: str | None = None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """The event Customer.io is sent (projections/customerio.py): its name, and the
+    event attributes its `data` carries, under their own names."""
+
+    name: str
+    data: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Operation:
     name: str
     path: str
@@ -66,6 +102,10 @@ class Operation:
     command: type[DeliveredCommand]
     response: dict[str, dict[str, Any]]  # response attributes and their schemas
     outcomes: dict[str, Outcome]
+    event: type[Person.Event]  # what a change records (its meanings below)
+    state: StateChange
+    audit: AuditRecord
+    customerio: Announcement | None  # None: Customer.io is not told
     notes: tuple[str, ...] = field(default=())  # what the response means, for a person pasting it
 
     @cached_property  # read on every call
@@ -121,6 +161,14 @@ ADD_MEMBER_OPERATION = Operation(
             False, "person {personId} already in community {communityId}, nothing changed"
         ),
     },
+    event=Person.MemberAdded,
+    state=StateChange(joins="community_id"),
+    audit=AuditRecord(
+        words="joined community {community_id}",
+        community_id="community_id",
+        fixed_new_value="member",
+    ),
+    customerio=Announcement("community_joined", ("community_id",)),
     notes=(
         'Response "alreadyMember": false means added; true means they were already a member '
         "and nothing changed. Either way the call succeeded, and it is safe to repeat.",
@@ -164,6 +212,14 @@ SET_CODE_OPERATION = Operation(
             False, "person {personId} already had signup code {code}, nothing changed"
         ),
     },
+    event=Person.SignupCodeChanged,
+    state=StateChange(sets=("signup_code", "new_code")),
+    audit=AuditRecord(
+        words="{previous_value} → {new_value}",
+        previous_value="previous_code",
+        new_value="new_code",
+    ),
+    customerio=Announcement("signup_code_changed", ("previous_code", "new_code")),
     notes=(
         'Response "changed": true means updated ("previousCode" shows what it was); false '
         "means it already had that value and nothing changed. Safe to repeat.",
@@ -172,4 +228,5 @@ SET_CODE_OPERATION = Operation(
 
 OPERATIONS: tuple[Operation, ...] = (ADD_MEMBER_OPERATION, SET_CODE_OPERATION)
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}
+BY_EVENT: dict[type, Operation] = {op.event: op for op in OPERATIONS}
 OPERATION_SCOPES: tuple[str, ...] = tuple(op.scope for op in OPERATIONS)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from commands.store import Store
 from projections.chain import LogAltered
 from projections.feeds import FEEDS, FeedOff, build_feed
-from projections.projection import REBUILD_BATCH, TableProjection
+from projections.projection import REBUILD_BATCH, TableProjection, Unstorable
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
 from projections.store import ViewsMixin, open_views
@@ -139,6 +139,8 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
             done[name] = 0
             while count := projection.catch_up():
                 done[name] += count
+        except Unstorable as error:
+            raise RebuildError(str(error)) from None
         finally:
             lock.release()
     return done
@@ -200,6 +202,8 @@ def rebuild(
                     break
                 projection.catch_up(batch=REBUILD_BATCH, on_batch=on_batch, head=head)
             return projection.position()
+        except Unstorable as error:
+            raise RebuildError(str(error)) from None
         finally:
             lock.release()
     finally:
@@ -209,6 +213,8 @@ def rebuild(
 def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
     views = open_views(app, settings.store)
     head = app.recorder.max_notification_id() or 0
+    views.create_views([])
+    faults = views.faults()
     rows = []
     for name in NAMES:
         try:
@@ -234,6 +240,7 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
                 "version": follower.stored_version() if table else None,
                 "code_version": follower.version if table else None,
                 "rebuild_pending": follower.upgrade_pending() if table else False,
+                "stuck": faults[name].reason if name in faults else None,
                 **_feed_failures(follower),
             }
         )
@@ -253,6 +260,7 @@ def _feed_off(name: str, reason: str, position: int, head: int) -> dict[str, Any
         "version": None,
         "code_version": None,
         "rebuild_pending": False,
+        "stuck": None,
     }
 
 

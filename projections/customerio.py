@@ -24,16 +24,32 @@ from typing import Any
 import orjson
 from eventsourcing.utils import get_topic
 
-from aggregates import Person
+from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall, Token
+from commands.operations import OPERATIONS, Announcement
 from projections.feed import Change, DeliveryFailed, describe
-from projections.model import iso
+from projections.handled import check_handled, require_attributes
 from projections.store import ViewsMixin
+from projections.times import iso
 from projections.track_api import Answer, CustomerIOSettings, TrackAPI
 
 log = logging.getLogger("pm_ops.feed")
 
 NAME = "customerio"
-CHANGE_TOPICS = frozenset({get_topic(Person.MemberAdded), get_topic(Person.SignupCodeChanged)})
+# The events Customer.io hears of, as each operation declares; the rest it is never sent.
+ANNOUNCED: dict[type, Announcement] = {
+    op.event: op.customerio for op in OPERATIONS if op.customerio is not None
+}
+LEAVES_ALONE = (
+    Community,
+    Delivery,
+    EmailIndex,
+    RejectedCall,
+    Token,
+    Person.Registered,  # the directory's: Customer.io has its own profiles
+    Person.EmailChanged,
+    *(op.event for op in OPERATIONS if op.customerio is None),
+)
+CHANGE_TOPICS = frozenset(get_topic(event) for event in ANNOUNCED)
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 REFUSED_DELAY = 5.0  # credentials refused: a person has to fix a setting
 
@@ -95,17 +111,20 @@ def profile_of(person: Person, moment: datetime) -> dict[str, Any]:
     }
 
 
+def check() -> None:
+    """At start-up: every event is announced or left alone; announcements name real attributes."""
+    check_handled(NAME, ANNOUNCED, LEAVES_ALONE)
+    for event, announcement in ANNOUNCED.items():
+        require_attributes(NAME, event, announcement.data)
+
+
 def event_of(event: Any, position: int) -> dict[str, Any]:
-    if isinstance(event, Person.MemberAdded):
-        name, data = "community_joined", {"community_id": event.community_id}
-    else:
-        name = "signup_code_changed"
-        data = {"previous_code": event.previous_code, "new_code": event.new_code}
+    announcement = ANNOUNCED[type(event)]
     return {
         "id": event_id(position, event.timestamp),
-        "name": name,
+        "name": announcement.name,
         "timestamp": int(event.timestamp.timestamp()),
-        "data": data,
+        "data": {name: getattr(event, name) for name in announcement.data},
     }
 
 
@@ -220,6 +239,7 @@ class CustomerIOSink:
     from_start = False  # enabling it on an old log sends no history: `cio resync --all` does
 
     def __init__(self, app: Any, views: ViewsMixin, settings: CustomerIOSettings) -> None:
+        check()
         self.app = app
         self.api = TrackAPI(settings)
         self.failures = Failures(views)

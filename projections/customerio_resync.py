@@ -14,6 +14,7 @@ import orjson
 
 from aggregates import Person
 from projections.customerio import (
+    ANNOUNCED,
     CHANGE_TOPICS,
     Failures,
     Refusal,
@@ -32,7 +33,7 @@ def current_sync(app: Any, originator_id: UUID) -> Sync | None:
     person was never changed by a call, so Customer.io has nothing to learn)."""
     stored = app.recorder.select_events(originator_id)
     events = [app.mapper.to_domain_event(item) for item in stored]
-    changes = [e for e in events if isinstance(e, Person.MemberAdded | Person.SignupCodeChanged)]
+    changes = [event for event in events if type(event) in ANNOUNCED]
     if not changes:
         return None
     person = app.repository.get(originator_id)

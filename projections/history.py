@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aggregates import Person
-from projections.model import event_name, iso
+from projections.times import iso
 
 # What an event carries that is not one of its values.
 _NOT_VALUES = frozenset(
@@ -64,7 +64,7 @@ class HistoryView:
         return HistoryEntry(
             version=event.originator_version,
             at=iso(event.timestamp),
-            event=event_name(event),
+            event=type(event).__name__,
             values=tuple((k, v) for k, v in vars(event).items() if k not in _NOT_VALUES),
             actor=meta.get("actor"),
             token=meta.get("token"),

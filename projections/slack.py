@@ -26,14 +26,18 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from aggregates import Delivery, RejectedCall
+from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall, Token
 from projections.feed import Change, DeliveryFailed, describe
 from projections.feed_lines import ICONS, FeedLine, feed_line
+from projections.handled import check_handled
 
 log = logging.getLogger("pm_ops.feed")
 
 FEED_EVENT_TYPE = "pm_ops_feed"
-FEED_TOPICS = frozenset({get_topic(Delivery.Recorded), get_topic(RejectedCall.Recorded)})
+# One line per call (feed_lines.py words each); what calls changed is not the feed's.
+FEED_EVENTS = (Delivery.Recorded, RejectedCall.Recorded)
+LEAVES_ALONE = (Community, EmailIndex, Person, Token)
+FEED_TOPICS = frozenset(get_topic(event) for event in FEED_EVENTS)
 MAX_LINES = 100  # calls per message
 MAX_BLOCKS = 50  # Slack's limit per message
 SECTION_CHARS = 3000  # Slack's limit per section text
@@ -246,6 +250,7 @@ class SlackSink:
 
 def slack_sink(settings: SlackSettings, store_identity: str, *, min_interval: float = 1.0) -> Any:
     """The Slack sink, or the console sink when there is no token."""
+    check_handled("slack", FEED_EVENTS, LEAVES_ALONE)
     if not settings.token:
         return ConsoleSink()
     return SlackSink(settings, feed_identity(store_identity), min_interval=min_interval)

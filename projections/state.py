@@ -1,17 +1,104 @@
 """The state read model: who is in which community, every person's email and
-current signup code, and community names. Its tables, its writes and its queries.
+current signup code, and community names. Its tables, its writes and its queries,
+and the same derivation in plain Python (`StateModel`: `state --as-of`, the
+console's person page, `verify`).
 
-`StateView` answers from the projection; `replayed_state` gives the same shape
-replayed from the log in plain Python (`state --as-of`, `verify`)."""
+What each event means to the state is one small function in MEANINGS; an
+operation's event means what its declaration's `state` says (commands/operations.py).
+"""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
-from aggregates import Community, Person
-from projections.model import COMMUNITY_EVENTS, STATE_TOPICS, Derived, iso, replay
+from eventsourcing.utils import get_topic
+
+from aggregates import Community, Delivery, EmailIndex, Person, RejectedCall, Token
+from commands.operations import OPERATIONS, StateChange
+from projections.handled import Unhandled, check_handled, require_attributes
 from projections.projection import TableProjection
+from projections.replay import replay
 from projections.store import ViewsMixin
+from projections.times import iso
+
+# --- what each event means to the state -------------------------------------------
+
+SETTABLE = ("email", "signup_code")  # the person's attributes a change may set
+
+
+class Registered(NamedTuple):
+    person_id: int
+    email: str | None
+
+
+class Sets(NamedTuple):
+    attribute: str  # one of SETTABLE
+    value: Any
+
+
+class Joins(NamedTuple):
+    community_id: int
+
+
+class Names(NamedTuple):
+    community_id: int | None  # None: a rename (the community is known by its aggregate)
+    name: str
+
+
+Effect = Registered | Sets | Joins | Names
+
+
+def _registered(event: Any) -> Effect:
+    return Registered(event.person_id, event.email)
+
+
+def _email_changed(event: Any) -> Effect:
+    return Sets("email", event.email)
+
+
+def _community_created(event: Any) -> Effect:
+    return Names(event.community_id, event.name)
+
+
+def _community_renamed(event: Any) -> Effect:
+    return Names(None, event.name)
+
+
+def declared(change: StateChange) -> Callable[[Any], Effect]:
+    """What an operation's event means, as its declaration says."""
+    if change.joins is not None:
+        attribute = change.joins
+        return lambda event: Joins(getattr(event, attribute))
+    if change.sets is not None and change.sets[0] in SETTABLE:
+        target, source = change.sets
+        return lambda event: Sets(target, getattr(event, source))
+    raise Unhandled(
+        f"the state read model cannot apply {change}: a change joins a community or "
+        f"sets one of {', '.join(SETTABLE)}"
+    )
+
+
+MEANINGS: dict[type, Callable[[Any], Effect]] = {
+    Person.Registered: _registered,
+    Person.EmailChanged: _email_changed,
+    Community.Created: _community_created,
+    Community.Renamed: _community_renamed,
+    **{op.event: declared(op.state) for op in OPERATIONS},
+}
+LEAVES_ALONE = (Delivery, RejectedCall, EmailIndex, Token)
+TOPICS = frozenset(get_topic(event) for event in MEANINGS)
+
+
+def check() -> None:
+    """At start-up: every event is handled or left alone; declarations name real attributes."""
+    check_handled("state", MEANINGS, LEAVES_ALONE)
+    for op in OPERATIONS:
+        require_attributes("state", op.event, (op.state.joins, *(op.state.sets or ())[1:]))
+
+
+# --- the state in plain Python ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -36,26 +123,83 @@ class StateSnapshot:
     def members(self, community_id: int) -> tuple[PersonRecord, ...]:
         return tuple(p for p in self.people if community_id in p.communities)
 
-    @classmethod
-    def from_derived(cls, derived: Derived) -> "StateSnapshot":
+
+@dataclass
+class PersonState:
+    person_id: int
+    email: str | None
+    signup_code: str | None = None
+    communities: set[int] = field(default_factory=set)
+
+
+@dataclass
+class StateModel:
+    """The state derived event by event, in plain Python (not the projection's SQL)."""
+
+    topics: frozenset[str] = TOPICS
+    people: dict[int, PersonState] = field(default_factory=dict)
+    communities: dict[int, str] = field(default_factory=dict)
+    person_of: dict[UUID, int] = field(default_factory=dict)  # aggregate id -> person id
+    community_of: dict[UUID, int] = field(default_factory=dict)
+
+    def apply(self, position: int, event: Any) -> None:
+        effect = MEANINGS[type(event)](event)
+        if isinstance(effect, Registered):
+            self.person_of[event.originator_id] = effect.person_id
+            self.people[effect.person_id] = PersonState(effect.person_id, effect.email)
+        elif isinstance(effect, Names):
+            if effect.community_id is not None:
+                self.community_of[event.originator_id] = effect.community_id
+            community_id = self.community_of.get(event.originator_id)
+            if community_id is not None:
+                self.communities[community_id] = effect.name
+        elif (person := self._person(event.originator_id)) is not None:
+            if isinstance(effect, Joins):
+                person.communities.add(effect.community_id)
+            else:
+                setattr(person, effect.attribute, effect.value)
+
+    def _person(self, originator_id: UUID) -> PersonState | None:
+        person_id = self.person_of.get(originator_id)
+        return None if person_id is None else self.people.get(person_id)
+
+    def snapshot(self, position: int) -> StateSnapshot:
         people = tuple(
             PersonRecord(p.person_id, p.email, p.signup_code, tuple(sorted(p.communities)))
-            for p in sorted(derived.people.values(), key=lambda p: p.person_id)
+            for p in sorted(self.people.values(), key=lambda p: p.person_id)
         )
-        return cls(derived.position, people, dict(derived.communities))
+        return StateSnapshot(position, people, dict(self.communities))
 
 
 def replayed_state(
     app: Any, *, until: datetime | None = None, stop: int | None = None
 ) -> StateSnapshot:
     """The state the log gives at an instant (`until`) or a position (`stop`)."""
-    return StateSnapshot.from_derived(replay(app, until=until, stop=stop))
+    model = StateModel()
+    replayed = replay(app, [model], until=until, stop=stop)
+    return model.snapshot(replayed.position)
+
+
+def person_as_of(app: Any, person_id: int, moment: datetime) -> PersonState | None:
+    """One person as they were at `moment`, from their own events in the log."""
+    model = StateModel()
+    for stored in app.recorder.select_events(Person.create_id(person_id)):
+        event = app.mapper.to_domain_event(stored)
+        if event.timestamp <= moment and type(event) in MEANINGS:
+            model.apply(0, event)
+    return model.people.get(person_id)
+
+
+# --- the projection: its tables and its writes --------------------------------------
 
 
 class StateProjection(TableProjection):
     name = "state"
     version = 1
-    topics = STATE_TOPICS
+    topics = TOPICS
+
+    def check(self) -> None:
+        check()
 
     def tables(self) -> list[str]:
         return [
@@ -85,10 +229,11 @@ class StateProjection(TableProjection):
         email and code, then new memberships (which find the person's id by subject)."""
         people = _PeopleBatch()
         for position, event in events:
-            if isinstance(event, COMMUNITY_EVENTS):
-                self._community(cursor, event)
+            effect = MEANINGS[type(event)](event)
+            if isinstance(effect, Names):
+                self._community(cursor, event, effect)
             else:
-                people.add(position, event)
+                people.add(position, event, effect)
         people_table, members = self.t("ops_state_people"), self.t("ops_state_memberships")
         self.views.execute_rows(
             cursor,
@@ -119,21 +264,21 @@ class StateProjection(TableProjection):
             list(people.joined.values()),
         )
 
-    def _community(self, cursor: Any, event: Any) -> None:
+    def _community(self, cursor: Any, event: Any, named: Names) -> None:
         """Communities are a handful: one statement each, as they come."""
         table = self.t("ops_state_communities")
-        if isinstance(event, Community.Created):
+        if named.community_id is not None:
             self.execute(
                 cursor,
                 f"INSERT INTO {table} (subject, community_id, name) "
                 "VALUES (%s, %s, %s) ON CONFLICT (subject) DO NOTHING",
-                (str(event.originator_id), event.community_id, event.name),
+                (str(event.originator_id), named.community_id, named.name),
             )
         else:
             self.execute(
                 cursor,
                 f"UPDATE {table} SET name=%s WHERE subject=%s",
-                (event.name, str(event.originator_id)),
+                (named.name, str(event.originator_id)),
             )
 
 
@@ -153,6 +298,7 @@ CHANGED_COLUMNS = (
     ("updated_at", "text"),
     ("position", "bigint"),
 )
+CHANGED_SLOTS = {"email": 1, "signup_code": 3}  # where each SETTABLE goes in a changed row
 JOINED_COLUMNS = (
     ("subject", "text"),
     ("community_id", "bigint"),
@@ -171,20 +317,18 @@ class _PeopleBatch:
     changed: dict[str, list[Any]] = field(default_factory=dict)  # as CHANGED_COLUMNS
     joined: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
 
-    def add(self, position: int, event: Any) -> None:
+    def add(self, position: int, event: Any, effect: Effect) -> None:
         subject, at = str(event.originator_id), iso(event.timestamp)
-        if isinstance(event, Person.Registered):
-            self.registered.append((subject, event.person_id, event.email, at, position))
-        elif isinstance(event, Person.MemberAdded):
-            key = (subject, event.community_id)
+        if isinstance(effect, Registered):
+            self.registered.append((subject, effect.person_id, effect.email, at, position))
+        elif isinstance(effect, Joins):
+            key = (subject, effect.community_id)
             if key not in self.joined:
-                self.joined[key] = (subject, event.community_id, at, position)
-        elif isinstance(event, Person.EmailChanged | Person.SignupCodeChanged):
+                self.joined[key] = (subject, effect.community_id, at, position)
+        elif isinstance(effect, Sets):
             change = self.changed.setdefault(subject, [subject, False, None, False, None, at, 0])
-            if isinstance(event, Person.EmailChanged):
-                change[1:3] = True, event.email
-            else:
-                change[3:5] = True, event.new_code
+            slot = CHANGED_SLOTS[effect.attribute]
+            change[slot : slot + 2] = True, effect.value
             change[5:7] = at, position
 
 

@@ -1,25 +1,31 @@
 """`pm-ops verify`: is what the projections show what the log says, and is the
 log what it was when it was written?
 
-1. The hash chain: every event's content hash, recomputed from the log, must
-   match what the chain projection recorded when it first saw the event; an
-   event edited, deleted, inserted or renumbered afterwards is reported with
-   its position. The chain's own links are checked too.
-2. State and audit: replayed from the log (plain Python, not the projections'
-   SQL) up to each projection's position and compared with what their views show.
+1. The hash chain (chain.py `check_chain`): every event's content hash, recomputed
+   from the log, must match what the chain projection recorded when it first saw
+   the event; an event edited, deleted, inserted or renumbered afterwards is
+   reported with its position. The chain's own links are checked too.
+2. Every read model (state, audit, activity): derived again from the log in plain
+   Python (each module's own `...Model`, not its SQL) up to the projection's
+   position and compared with what its tables hold.
+3. A projection that cannot go on (it failed to store an event and keeps failing)
+   is reported with the event it is stuck on.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from projections.model import AUDIT_COLUMNS, Derived, notifications, replay
+from projections.activity import ActivityModel, stored_rows
+from projections.audit import AUDIT_COLUMNS, AuditFilters, AuditModel
+from projections.chain import check_chain
+from projections.replay import Model, replay
 from projections.runner import make_lock
+from projections.state import PersonRecord, StateModel
 
 if TYPE_CHECKING:
     from commands.store import Store
-    from projections.chain import ChainView
     from projections.read_models import ReadModels
-    from projections.state import PersonRecord
 
 
 @dataclass(frozen=True)
@@ -50,34 +56,38 @@ class Report:
         return Report(self.findings + later.findings, self.notes + later.notes)
 
 
-def verify(read_models: "ReadModels", store: "Store", *, checkpoint: bool = True) -> Report:
+def verify(read_models: "ReadModels", store: "Store", *, chain_ahead: bool = True) -> Report:
     """Both halves, one after the other (the CLI runs them side by side on PostgreSQL)."""
-    return verify_chain(read_models, store, checkpoint=checkpoint).then(
+    return verify_chain(read_models, store, chain_ahead=chain_ahead).then(
         verify_read_models(read_models)
     )
 
 
-def verify_chain(read_models: "ReadModels", store: "Store", *, checkpoint: bool = True) -> Report:
+def verify_chain(read_models: "ReadModels", store: "Store", *, chain_ahead: bool = True) -> Report:
     report = Report()
-    if checkpoint:
-        _checkpoint_chain(read_models, store, report)
-    check_chain(read_models.app, read_models.chain, report)
+    if chain_ahead:
+        _chain_ahead(read_models, store, report)
+    checked = check_chain(read_models.app, read_models.chain)
+    for position, message in checked.findings:
+        report.add("chain", position, message)
+    report.notes.append(checked.note())
     return report
 
 
 def verify_read_models(read_models: "ReadModels") -> Report:
     report = Report()
-    for name in ("state", "audit"):
+    for name in READ_MODELS:
         if read_models.projection(name).upgrade_pending():
             report.notes.append(
                 f"{name}: awaits its rebuild for this release; compared as the earlier "
                 "release built it"
             )
     check_read_models(read_models, report)
+    check_stuck(read_models, report)
     return report
 
 
-def _checkpoint_chain(read_models: "ReadModels", store: "Store", report: Report) -> None:
+def _chain_ahead(read_models: "ReadModels", store: "Store", report: Report) -> None:
     """Chain whatever the chain runner has not reached yet, so the next verify can
     tell if those events change (if a runner is active, it is keeping up)."""
     chain = read_models.projection("chain")
@@ -90,67 +100,41 @@ def _checkpoint_chain(read_models: "ReadModels", store: "Store", report: Report)
         finally:
             lock.release()
         if added:
-            report.notes.append(f"chained {added} new event(s) (checkpoint)")
+            report.notes.append(f"chained {added} new event(s) ahead of its runner")
 
 
-def check_chain(app: Any, chain: "ChainView", report: Report) -> None:
-    from projections.chain import GENESIS, chain_hash, content_hash
+# --- the read models, derived again ---------------------------------------------
 
-    chained_to = chain.position()
-    head = app.recorder.max_notification_id() or 0
-    links = chain.links(chained_to)
-    notes = notifications(app, stop=chained_to) if chained_to else iter(())
-    link, note = next(links, None), next(notes, None)
-    previous = GENESIS
-    checked = 0
-    while link is not None or note is not None:
-        if link is not None and (note is None or link.position <= note.id):
-            if note is not None and note.id == link.position:
-                if content_hash(note) != link.content_hash:
-                    report.add("chain", link.position, "event was changed after it was recorded")
-                checked += 1
-                note = next(notes, None)
-            else:
-                report.add("chain", link.position, "event is missing from the log (deleted)")
-            if chain_hash(previous, link.content_hash) != link.chain_hash:
-                report.add("chain", link.position, "the chain table itself was altered here")
-            previous = link.chain_hash
-            link = next(links, None)
-        else:
-            report.add(
-                "chain",
-                note.id,
-                "event was not in the log when the chain passed this position "
-                "(inserted or renumbered afterwards)",
-            )
-            note = next(notes, None)
-    report.notes.append(
-        f"hash chain: {checked} event(s) checked up to position {chained_to} (log head {head})"
-    )
+
+@dataclass
+class Compared:
+    """One read model: its derivation, and how to compare it with what is stored."""
+
+    model: Model
+    check: Callable[["ReadModels", Report], None]
 
 
 def check_read_models(read_models: "ReadModels", report: Report) -> None:
-    from projections.audit import AuditFilters
-    from projections.state import StateSnapshot
+    """Each read model against its derivation from the log, at the position it reached.
+    Read models at the same position (the usual case) share one replay."""
+    at = {name: read_models.views.position(name) for name in READ_MODELS}
+    for position in sorted(set(at.values())):
+        compared = [READ_MODELS[name](read_models, position) for name in at if at[name] == position]
+        if position:
+            replayed = replay(read_models.app, [c.model for c in compared], stop=position)
+            for where, problem in replayed.undecodable:
+                report.add("log", where, f"event cannot be read: {problem}")
+        for each in compared:
+            each.check(read_models, report)
 
-    app = read_models.app
-    shown = read_models.state.snapshot()
-    state_at = shown.position
-    audit_at = read_models.audit.position()
-    audit_rows = {e.position: e.row() for e in read_models.audit.entries(AuditFilters())}
 
-    derived_state = replay(app, stop=state_at) if state_at else Derived()
-    derived_audit = (
-        derived_state
-        if audit_at == state_at
-        else (replay(app, stop=audit_at) if audit_at else Derived())
-    )
-    for position, problem in sorted(set(derived_state.undecodable + derived_audit.undecodable)):
-        report.add("log", position, f"event cannot be read: {problem}")
+def _state(read_models: "ReadModels", position: int) -> Compared:
+    model = StateModel()
 
-    expected = StateSnapshot.from_derived(derived_state)
-    _compare_people(shown.people, expected.people, report)
-    if shown.communities != expected.communities:
+    def check(read_models: "ReadModels", report: Report) -> None:
+        shown = read_models.state.snapshot()
+        expected = model.snapshot(position)
+        _compare_people(shown.people, expected.people, report)
         for cid in sorted(set(shown.communities) | set(expected.communities)):
             if shown.communities.get(cid) != expected.communities.get(cid):
                 report.add(
@@ -159,33 +143,79 @@ def check_read_models(read_models: "ReadModels", report: Report) -> None:
                     f"community {cid}: projection has {shown.communities.get(cid)!r}, "
                     f"log says {expected.communities.get(cid)!r}",
                 )
+        memberships = sum(len(p.communities) for p in expected.people)
+        report.notes.append(
+            f"state: {len(expected.people)} people, {memberships} memberships checked at "
+            f"position {position}"
+        )
 
-    expected_audit = {e.position: e.row() for e in derived_audit.audit}
-    for position in sorted(set(audit_rows) | set(expected_audit)):
-        got_row, want_row = audit_rows.get(position), expected_audit.get(position)
-        if got_row == want_row:
+    return Compared(model, check)
+
+
+def _audit(read_models: "ReadModels", position: int) -> Compared:
+    model = AuditModel()
+
+    def check(read_models: "ReadModels", report: Report) -> None:
+        stored = {e.position: e.row() for e in read_models.audit.entries(AuditFilters())}
+        expected = {e.position: e.row() for e in model.entries}
+        _compare_rows("audit", "audit entry", AUDIT_COLUMNS, stored, expected, report)
+        if not read_models.projection("audit").upgrade_pending():
+            _compare_emails(read_models.audit.emails_had(), model.emails_had, report)
+        report.notes.append(f"audit: {len(expected)} entries checked at position {position}")
+
+    return Compared(model, check)
+
+
+def _activity(read_models: "ReadModels", position: int) -> Compared:
+    from projections.activity import ACTIVITY_COLUMNS
+
+    model = ActivityModel()
+
+    def check(read_models: "ReadModels", report: Report) -> None:
+        with read_models.views.read() as cursor:
+            stored = stored_rows(read_models.views, cursor)
+        _compare_rows("activity", "call", ACTIVITY_COLUMNS, stored, model.rows, report)
+        report.notes.append(f"activity: {len(model.rows)} calls checked at position {position}")
+
+    return Compared(model, check)
+
+
+READ_MODELS: dict[str, Callable[["ReadModels", int], Compared]] = {
+    "state": _state,
+    "audit": _audit,
+    "activity": _activity,
+}
+
+
+def check_stuck(read_models: "ReadModels", report: Report) -> None:
+    """A projection that failed to store an event, and has not moved past it since."""
+    for name, fault in sorted(read_models.views.faults().items()):
+        report.add(name, fault.position, f"the {name} projection is stuck: {fault.reason}")
+
+
+def _compare_rows(
+    area: str,
+    what: str,
+    columns: tuple[str, ...],
+    stored: dict[int, tuple[Any, ...]],
+    expected: dict[int, tuple[Any, ...]],
+    report: Report,
+) -> None:
+    for position in sorted(set(stored) | set(expected)):
+        got, want = stored.get(position), expected.get(position)
+        if got == want:
             continue
-        if got_row is None:
-            report.add("audit", position, "entry missing from the audit trail")
-        elif want_row is None:
-            report.add("audit", position, "audit entry has no matching change in the log")
+        if got is None:
+            report.add(area, position, f"{what} missing from the {area} projection")
+        elif want is None:
+            report.add(area, position, f"{what} has no matching event in the log")
         else:
-            fields = [c for c, a, b in zip(AUDIT_COLUMNS, got_row, want_row, strict=True) if a != b]
-            report.add(
-                "audit", position, f"audit entry differs from the log in {', '.join(fields)}"
-            )
-    if not read_models.projection("audit").upgrade_pending():
-        _compare_emails(read_models.audit.emails_had(), derived_audit.emails_had, report)
-    memberships = sum(len(p.communities) for p in expected.people)
-    report.notes.append(
-        f"state: {len(expected.people)} people, {memberships} memberships "
-        f"checked at position {state_at}; audit: {len(expected_audit)} entries checked "
-        f"at position {audit_at}"
-    )
+            fields = [c for c, a, b in zip(columns, got, want, strict=True) if a != b]
+            report.add(area, position, f"{what} differs from the log in {', '.join(fields)}")
 
 
 def _compare_people(
-    shown: "tuple[PersonRecord, ...]", expected: "tuple[PersonRecord, ...]", report: Report
+    shown: tuple[PersonRecord, ...], expected: tuple[PersonRecord, ...], report: Report
 ) -> None:
     people = {p.person_id: (p.email, p.signup_code) for p in shown}
     wanted = {p.person_id: (p.email, p.signup_code) for p in expected}

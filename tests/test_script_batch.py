@@ -10,6 +10,7 @@ from api.script import exit_codes
 from api.script.batch import BatchRun, Failure, Pacer, run_batch
 from api.script.operation import Operation, Result
 from api.script.rows import Row, read_rows
+from commands.operations import BY_NAME
 from tests.conftest import new_id
 from tests.helpers import deliveries, member_added, more_people, write_csv
 
@@ -50,7 +51,7 @@ def test_each_row_is_one_call_and_fix_your_input_answers_fail_only_their_row(
         ["personId", "email"],
         [[d.person_id, ""], ["", d.email], [new_id(), ""], ["x@y", ""], ["", d.shared_email]],
     )
-    run, seen = run_file(server, d.token, path, Operation.add_member(d.community_id))
+    run, seen = run_file(server, d.token, path, Operation(BY_NAME["add-member"], d.community_id))
     assert seen == [
         (2, "added"),
         (3, "already_member"),
@@ -73,7 +74,9 @@ def test_each_row_is_one_call_and_fix_your_input_answers_fail_only_their_row(
 def test_a_token_problem_stops_the_run_at_its_row(server, directory, services, tmp_path):
     people = more_people(services, 3)
     path = write_csv(tmp_path / "p.csv", ["personId"], [["oops"], *[[p] for p in people]])
-    run, seen = run_file(server, "pmo_bad", path, Operation.add_member(directory.community_id))
+    run, seen = run_file(
+        server, "pmo_bad", path, Operation(BY_NAME["add-member"], directory.community_id)
+    )
     assert seen == [(2, "failed:invalid_row")]
     assert run.stopped is not None
     assert (run.stopped.status, run.stopped.code) == (401, "token_invalid")
@@ -87,7 +90,7 @@ def test_a_transient_failure_is_retried_with_the_rows_own_key(
 ):
     people = more_people(services, 2)
     path = write_csv(tmp_path / "p.csv", ["personId"], [[p] for p in people])
-    operation = Operation.add_member(directory.community_id)
+    operation = Operation(BY_NAME["add-member"], directory.community_id)
     proxy = make_proxy(["forward-then-503", "forward", "429"])
     run, seen = run_file(proxy.url, directory.token, path, operation, retries=2)
     assert seen == [(2, "added"), (3, "added")]
@@ -108,7 +111,7 @@ def test_an_interrupted_run_resumes_without_running_a_row_twice(
 ):
     people = more_people(services, 5)
     path = write_csv(tmp_path / "p.csv", ["personId"], [[p] for p in people])
-    operation = Operation.add_member(directory.community_id)
+    operation = Operation(BY_NAME["add-member"], directory.community_id)
     first, seen = run_file(
         server, directory.token, path, operation, observer=Seen(interrupt_at_line=3)
     )

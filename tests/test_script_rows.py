@@ -8,9 +8,10 @@ import pytest
 
 from api.script.operation import Operation, Target
 from api.script.rows import FileProblem, read_rows
+from commands.operations import BY_NAME
 from tests.helpers import write_csv
 
-ADD_42 = Operation.add_member(42)
+ADD_42 = Operation(BY_NAME["add-member"], 42)
 
 
 def test_columns_by_any_alias_and_the_lines_a_spreadsheet_shows(tmp_path):
@@ -50,9 +51,24 @@ def test_person_id_wins_over_email_when_both_are_filled(tmp_path):
         (["personId"], ["12.5"], ADD_42, "personId must be an integer, got '12.5'."),
         (["personId"], ["0"], ADD_42, "personId must be an integer, got '0'."),
         (["personId", "email", "x"], ["", " ", "note"], ADD_42, "both empty"),
-        (["personId", "communityId"], ["1", "forty"], Operation.add_member(None), "'forty'"),
-        (["personId", "community_id"], ["1", "0"], Operation.add_member(None), "whole number"),
-        (["personId", "code"], ["1", ""], Operation.set_code(None, False), "never clears"),
+        (
+            ["personId", "communityId"],
+            ["1", "forty"],
+            Operation(BY_NAME["add-member"], None),
+            "'forty'",
+        ),
+        (
+            ["personId", "community_id"],
+            ["1", "0"],
+            Operation(BY_NAME["add-member"], None),
+            "whole number",
+        ),
+        (
+            ["personId", "code"],
+            ["1", ""],
+            Operation(BY_NAME["set-code"], None, False),
+            "never clears",
+        ),
     ],
 )
 def test_a_row_that_cannot_be_right_has_a_problem_and_no_target(
@@ -65,10 +81,10 @@ def test_a_row_that_cannot_be_right_has_a_problem_and_no_target(
 
 def test_a_community_per_row_and_a_code_per_row(tmp_path):
     add = write_csv(tmp_path / "a.csv", ["personId", "CommunityId"], [[1, " 42 "]])
-    [row] = read_rows(add, Operation.add_member(None)).rows
+    [row] = read_rows(add, Operation(BY_NAME["add-member"], None)).rows
     assert (row.problem, row.values["communityId"]) == (None, "42")
     codes = write_csv(tmp_path / "c.csv", ["person_id", "Code"], [[1, "VC-Partners"]])
-    [row] = read_rows(codes, Operation.set_code(None, False)).rows
+    [row] = read_rows(codes, Operation(BY_NAME["set-code"], None, False)).rows
     assert (row.problem, row.values["code"]) == (None, "VC-Partners")
 
 
@@ -77,10 +93,14 @@ def test_a_community_per_row_and_a_code_per_row(tmp_path):
     [
         (["id", "mail"], ADD_42, "needs a personId or email column (header row), found: id, mail"),
         ([], ADD_42, "found: nothing"),
-        (["personId"], Operation.add_member(None), "give --community ID, or a communityId column"),
-        (["personId", "code"], Operation.set_code("VC", False), "has a code column"),
-        (["personId", "code"], Operation.set_code(None, True), "has a code column"),
-        (["personId"], Operation.set_code(None, False), "give --code CODE or --clear"),
+        (
+            ["personId"],
+            Operation(BY_NAME["add-member"], None),
+            "give --community ID, or a communityId column",
+        ),
+        (["personId", "code"], Operation(BY_NAME["set-code"], "VC", False), "has a code column"),
+        (["personId", "code"], Operation(BY_NAME["set-code"], None, True), "has a code column"),
+        (["personId"], Operation(BY_NAME["set-code"], None, False), "give --code CODE or --clear"),
     ],
 )
 def test_a_file_that_cannot_be_run_is_refused_whole(tmp_path, header, operation, message):
@@ -115,9 +135,12 @@ def test_a_rows_key_comes_from_the_file_the_operation_and_the_line(tmp_path):
 
     changed = [
         keys(write_csv(tmp_path / "q.csv", ["personId"], [[1], [3]]), ADD_42),
-        keys(path, Operation.add_member(43)),
+        keys(path, Operation(BY_NAME["add-member"], 43)),
     ]
     for other in changed:
         assert not set(other) & set(first)
-    code, clear = Operation.set_code("VC", False), Operation.set_code(None, True)
+    code, clear = (
+        Operation(BY_NAME["set-code"], "VC", False),
+        Operation(BY_NAME["set-code"], None, True),
+    )
     assert not set(keys(path, code)) & set(keys(path, clear))

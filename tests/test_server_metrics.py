@@ -31,7 +31,9 @@ def test_metrics_add_up_every_worker_and_show_projection_lag(config, directory):
             lags = [
                 line for line in metrics.splitlines() if line.startswith("pm_ops_projection_lag{")
             ]
-            if lags and all(line.endswith(" 0.0") for line in lags) or time.monotonic() > deadline:
+            names = {line.split('"')[1] for line in lags}
+            settled = names >= {"state", "audit"} and all(line.endswith(" 0.0") for line in lags)
+            if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     served = [

@@ -99,7 +99,7 @@ def test_the_previous_release_store_gives_the_same_answers_and_upgrades_itself(l
 
 def test_every_stored_topic_still_names_a_class(legacy):
     """A class that moves module must register its old topic (register_topic)."""
-    from projections.model import notifications
+    from projections.replay import notifications
 
     with bootstrap(legacy) as services:
         notes = list(notifications(services.app))

@@ -18,6 +18,7 @@ from rich.table import Table
 from api.bootstrap import bootstrap
 from api.cli import whole_log_job
 from api.config import Config
+from projections.audit import OPERATION_NAMES as AUDITED
 
 if TYPE_CHECKING:
     from projections.verify import Report
@@ -38,7 +39,7 @@ class Moment(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime):
             return value
-        from projections.model import parse_time
+        from projections.times import parse_time
 
         try:
             moment = parse_time(str(value))
@@ -128,7 +129,7 @@ def _note(message: str | None) -> None:
 @click.option("--actor", help='e.g. "Customer.io" or "Marketing Ops".')
 @click.option("--token", help="Token name.")
 @click.option("--workflow", help="Originating workflow (X-Ops-Workflow).")
-@click.option("--operation", help="add-member, set-code, change-email, issue-token, ...")
+@click.option("--operation", help=f"One of {', '.join(AUDITED)}.")
 @click.option("--since", type=Moment(), help="From this time (ISO 8601, inclusive).")
 @click.option(
     "--until",
@@ -154,8 +155,7 @@ def audit(
 
     Output as a table on a terminal, tab-separated lines when piped, JSON lines
     (--format json) or CSV (--format csv)."""
-    from projections.audit import AuditFilters
-    from projections.model import AUDIT_COLUMNS
+    from projections.audit import AUDIT_COLUMNS, AuditFilters
 
     fmt = _resolve_format(fmt)
     filters = AuditFilters(
@@ -216,8 +216,8 @@ def state(
 ) -> None:
     """Memberships and signup codes: now (from the state projection) or, with
     --as-of, as they were at that instant (replayed from the log)."""
-    from projections.model import iso
     from projections.state import replayed_state
+    from projections.times import iso
 
     fmt = _resolve_format(fmt)
     with bootstrap(config) as services:
@@ -271,7 +271,7 @@ def verify(config: Config, no_checkpoint: bool) -> None:
     checkpoint = not no_checkpoint
     with bootstrap(config) as services, whole_log_job():
         if not config.is_postgres:  # one SQLite file (or memory) is this process's own
-            report = verify_in_turn(services.read_models, config.store, checkpoint=checkpoint)
+            report = verify_in_turn(services.read_models, config.store, chain_ahead=checkpoint)
         else:
             # The two halves read the whole log each, on a core each: side by side
             # they take as long as the longer one (a thread would share our GIL).
@@ -297,4 +297,4 @@ def _verify_chain_apart(config: Config, checkpoint: bool) -> "Report":
     from projections.verify import verify_chain
 
     with bootstrap(config, create_tables=False) as services, whole_log_job():
-        return verify_chain(services.read_models, config.store, checkpoint=checkpoint)
+        return verify_chain(services.read_models, config.store, chain_ahead=checkpoint)

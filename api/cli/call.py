@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +13,8 @@ from api.script import exit_codes, report
 from api.script.batch import Pacer, run_batch
 from api.script.operation import Operation, Target
 from api.script.rows import FileProblem, read_rows
+from commands.operations import OPERATIONS
+from commands.operations import Operation as Declared
 
 DEFAULT_RATE = 540  # calls a minute: a little under the default limit of 600
 
@@ -56,7 +57,7 @@ def register(cli: click.Group) -> None:
 
 @click.group(cls=_Group, epilog=EXIT_CODES_HELP)
 def call() -> None:
-    """Run the two operations from a terminal or a script (the script client).
+    """Run the operations from a terminal or a script (the script client).
 
     \b
     Reads OPS_URL (the service's base URL) and OPS_TOKEN (your script
@@ -76,7 +77,7 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: int | None) -
     return value
 
 
-def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
+def common_options(command: click.Command) -> click.Command:
     options = [
         click.option(
             "--person",
@@ -141,54 +142,72 @@ def common_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="With --from: where to write the failed rows (default FILE.failed.csv).",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    for option in options:
+        option(command)  # click's decorators add their parameter to a Command as well
+    return command
 
 
-@call.command("add-member", epilog=EXIT_CODES_HELP)
-@click.option(
-    "--community",
-    "community_id",
-    type=int,
-    callback=_positive,
-    help="Community ID (the number in /admin/communities/<ID>). With --from, a "
-    "communityId column may give it per row instead.",
-)
-@common_options
-def add_member(community_id: int | None, **options: Any) -> int:
-    """Add a person to a community.
+def operation_command(declared: Declared) -> click.Command:
+    """`pm-ops call NAME`, made from the operation's declaration: its attribute's option
+    (and --clear when null means something), the common options, help with examples."""
+    field = declared.field
 
-    \b
-      pm-ops call add-member --person 123 --community 42
-      pm-ops call add-member --email jane@example.com --community 42
-      pm-ops call add-member --from people.csv --community 42
+    def callback(**options: Any) -> int:
+        value, clear = options.pop("value"), options.pop("clear", False)
+        if value is not None and clear:
+            usage(f"give either --{field.option} or --clear, not both")
+        return run(Operation(declared, value, clear), options)
 
-    "Already a member" is a success: nothing changed, and it is safe to
-    repeat.
-    """
-    return run(Operation.add_member(community_id), options)
+    params = [
+        click.Option(
+            [f"--{field.option}", "value"],
+            type=int if field.is_integer else str,
+            callback=_positive if field.is_integer else None,
+            metavar=field.metavar,
+            help=f"{field.help} With --from, a {field.name} column may give it per row instead.",
+        )
+    ]
+    if field.nullable:
+        params.append(
+            click.Option(["--clear"], is_flag=True, help=f"Clear it (back to {field.null_words}).")
+        )
+    command = _Command(
+        declared.name,
+        callback=callback,
+        params=params,
+        help=_help(declared),
+        epilog=EXIT_CODES_HELP,
+        short_help=declared.summary + ".",
+    )
+    return common_options(command)
 
 
-@call.command("set-code", epilog=EXIT_CODES_HELP)
-@click.option("--code", help="The signup code to set, e.g. VC-Partners.")
-@click.option("--clear", is_flag=True, help="Clear the code (back to the platform default).")
-@common_options
-def set_code(code: str | None, clear: bool, **options: Any) -> int:
-    """Set (or, with --clear, clear) a person's signup code.
+def _help(declared: Declared) -> str:
+    field, name = declared.field, declared.name
+    value = f"--{field.option} {field.example}"
+    examples = [
+        f"pm-ops call {name} --person 123 {value}",
+        f"pm-ops call {name} --email jane@example.com {value}",
+    ]
+    if field.nullable:
+        examples.append(f"pm-ops call {name} --person 123 --clear")
+    examples += [
+        f"pm-ops call {name} --from people.csv {value}",
+        f"pm-ops call {name} --from rows.csv          (personId,{field.name} columns)",
+    ]
+    lines = [declared.summary + ".", "", "\b", *(f"  {e}" for e in examples), ""]
+    lines += list(declared.notes)
+    if field.nullable:
+        lines += [
+            "",
+            f"Clearing must be said with --clear: an empty {field.name} is an error, "
+            "never a silent clear.",
+        ]
+    return "\n".join(lines)
 
-    \b
-      pm-ops call set-code --person 123 --code VC-Partners
-      pm-ops call set-code --person 123 --clear
-      pm-ops call set-code --from codes.csv          (personId,code columns)
-      pm-ops call set-code --from people.csv --code VC-Partners
 
-    Clearing must be said explicitly with --clear: an empty code is an
-    error, never a silent clear.
-    """
-    if code is not None and clear:
-        usage("give either --code or --clear, not both")
-    return run(Operation.set_code(code, clear), options)
+for _declared in OPERATIONS:  # `pm-ops call NAME` for each, as a decorator would add it
+    call.add_command(operation_command(_declared))
 
 
 def usage(message: str) -> NoReturn:

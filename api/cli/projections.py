@@ -51,6 +51,8 @@ def status(config: Config, fmt: str) -> None:
         runner = row["runner"] + (" (paused for rebuild)" if row["paused"] else "")
         if row.get("failures"):
             runner += f" · {row['failures']} failed sync(s): pm-ops cio failures"
+        if row.get("stuck"):
+            runner += f" · STUCK: {row['stuck']}"
         table.add_row(
             row["projection"],
             str(row["position"]),

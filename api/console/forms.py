@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 import falcon
 
 from api.console.reads import AuditFilters
-from projections.model import parse_time
+from projections.audit import OPERATION_NAMES
+from projections.times import parse_time
 
 FILTER_FIELDS = (
     "person",
@@ -22,14 +23,7 @@ FILTER_FIELDS = (
     "since",
     "until",
 )
-OPERATIONS = (
-    "add-member",
-    "set-code",
-    "change-email",
-    "issue-token",
-    "revoke-token",
-    "rotate-token",
-)
+OPERATIONS = OPERATION_NAMES  # every kind of audit entry
 TEXT_LIMIT = 300
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from aggregates import Person
 from api.bootstrap import Services
 from projections import status as projection_status
 from projections.activity import (
@@ -21,10 +20,10 @@ from projections.activity import (
     refused_calls,
 )
 from projections.audit import AuditFilters
-from projections.model import Derived, PersonState
 from projections.read_models import ReadModels
+from projections.state import PersonState, person_as_of
 from projections.store import ViewsMixin
-from projections.verify import Report, check_chain, check_read_models
+from projections.verify import Report, check_read_models, check_stuck, verify_chain
 
 EXPORT_BATCH = 1000
 
@@ -158,12 +157,7 @@ class Reads:
 
     def as_of(self, person_id: int, moment: datetime) -> PersonState | None:
         """The person as they were at `moment`, replayed from their events in the log."""
-        derived = Derived()
-        stored = self._app.recorder.select_events(Person.create_id(person_id))
-        for event in (self._app.mapper.to_domain_event(s) for s in stored):
-            if event.timestamp <= moment:
-                derived.apply(event, 0)
-        return derived.people.get(person_id)
+        return person_as_of(self._app, person_id, moment)
 
     # --- activity ---------------------------------------------------------------
 
@@ -194,9 +188,9 @@ class Reads:
     def verify(self, on_stage: Callable[[str], None]) -> Report:
         """`pm-ops verify --no-checkpoint`, stage by stage: the console only reads, so
         it leaves chaining new events to the chain projection's runner."""
-        report = Report()
         on_stage("chain")
-        check_chain(self._app, self.models.chain, report)
+        report = verify_chain(self.models, self._services.config.store, chain_ahead=False)
         on_stage("read-models")
         check_read_models(self.models, report)
+        check_stuck(self.models, report)
         return report

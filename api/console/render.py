@@ -5,6 +5,8 @@ from typing import Any
 import falcon
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from projections.audit import describe
+
 _env = Environment(
     loader=PackageLoader("api.console", "templates"),
     autoescape=True,
@@ -27,6 +29,7 @@ def _shown(value: Any) -> str:
 
 _env.filters["when"] = _when
 _env.filters["shown"] = _shown
+_env.filters["change"] = describe  # an audit entry's change, as its operation declares it
 
 
 def render(resp: falcon.Response, template: str, status: int = 200, **context: Any) -> None:

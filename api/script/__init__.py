@@ -1,6 +1,6 @@
 """The script client's run, by job, with no click and no process exit in it (SPEC §6).
 
-- `operation.py`: what to call (add-member or set-code, with its fixed options) for whom.
+- `operation.py`: what to call (a declared operation, with its fixed options) for whom.
 - `rows.py`: a `--from` CSV file read and checked, and the idempotency key of each row.
 - `batch.py`: the run over the rows: pacing, one call per row through `api.client`
   (which retries), stopping on what the user cannot fix, and an interruption as an outcome.

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api.client import MembershipResult, OpsClient, SignupCodeResult
-from commands.operations import BY_NAME, OPERATIONS, Field
+from api.client import OpsClient, Result
+from commands.operations import OPERATIONS, Field
 from commands.operations import Operation as Declared
-
-Result = MembershipResult | SignupCodeResult
 
 
 @dataclass(frozen=True)
@@ -28,14 +26,6 @@ class Operation:
     declared: Declared
     value: Any = None  # the attribute's value for every row, if the options gave one
     clear: bool = False  # a nullable attribute set to null for every row
-
-    @classmethod
-    def add_member(cls, community_id: int | None) -> Operation:
-        return cls(BY_NAME["add-member"], community_id)
-
-    @classmethod
-    def set_code(cls, code: str | None, clear: bool) -> Operation:
-        return cls(BY_NAME["set-code"], code, clear)
 
     @property
     def name(self) -> str:
@@ -60,9 +50,13 @@ class Operation:
         self, client: OpsClient, target: Target, key: str | None, row: dict[str, str] | None = None
     ) -> Result:
         """One call; `row` (canonical column -> value) gives what the options leave open."""
-        method = getattr(client, self.name.replace("-", "_"))  # the client's typed method
-        value = {self.field.argument: self.row_value(row)}
-        return method(key=key, person_id=target.person_id, email=target.email, **value)
+        return client.call(
+            self.name,
+            key=key,
+            person_id=target.person_id,
+            email=target.email,
+            value=self.row_value(row),
+        )
 
     def command_line(self, from_file: Path) -> str:
         """The command that runs this operation over another file (the failed rows)."""
