@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: run test lint format bench clean install chromium go
 
@@ -11,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# The bench's own extra (gunicorn, a second server for the anchor): tests never need it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	rm -f $(VENV)/.bench-* && touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -36,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format .
 
 # wrk (a C load generator) drives the servers: installed from the distribution when we can.
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }; } || \
 		{ echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk"; exit 1; }

@@ -1,4 +1,4 @@
-"""`make bench`: pm-ops against a thin CRUD anchor on PostgreSQL, measured with wrk.
+"""`make bench`: pm-ops against the CRUD anchor on PostgreSQL, measured with wrk.
 
     make bench      (OPS_BENCH_POSTGRES_URL, default the local test database;
                      OPS_BENCH_SECONDS per measurement, OPS_BENCH_ROUNDS, OPS_BENCH_PEOPLE)
@@ -6,12 +6,13 @@
 In one run, on a fresh schema:
 1. imports OPS_BENCH_PEOPLE people with `pm-ops directory import` (rows/s, the median of
    three imports on fresh schemas; peak RSS) and runs the same import again (a no-op);
-2. alternates the servers: pm-ops under `pm-ops serve --workers 2`, the anchor
-   (bench/crud_baseline.py) under granian, WSGI, 2 workers — its best server here
-   (OPS_BENCH_ROUNDS rounds, default 6, the order swapped every round: A B B A ..., so
-   each pair is measured side by side and a slow spell of this VM lands on both sides
-   alike; the median ratio is the figure to quote). Both
-   servers stay up for the whole run, one idle while the other is measured; each
+2. alternates the servers: pm-ops under `pm-ops serve --workers 2`, and the anchor
+   (bench/crud_anchor.py, served as handed over: bench refuses a copy that differs) on
+   two servers, 2 workers and 8 threads each: granian (WSGI, blocking threads), its best
+   server here, and gunicorn (gthread); each round, the anchor's better server counts.
+   OPS_BENCH_ROUNDS rounds, default 6, the order reversed every round (A B C, C B A ...),
+   so a slow spell of this VM lands on every side alike; the median ratio is the figure
+   to quote. The servers stay up for the whole run, idle while another is measured; each
    round uses people and keys of its own. Per server: add-member with a new key every
    call, then the same 200 keys sent again (replays). wrk: 2 threads, 16 connections;
 3. reads the API workers' RSS after every call of the run (6 rounds of 8 s measurements: over
@@ -38,7 +39,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,6 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.crud_baseline import SCHEMA  # noqa: E402
 from tests.server import DidNotStart, free_port, launched, pm_ops  # noqa: E402
 
 POSTGRES = os.environ.get("OPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -62,6 +62,14 @@ WRK_HINT = (
     "wrk is missing: install it from the distribution's packages "
     "(Debian/Ubuntu: apt-get install -y wrk; macOS: brew install wrk)."
 )
+# The anchor, byte for byte as handed over (../shared/bench/crud_anchor.py from the
+# repository root, checked too when it is there): a changed anchor is another yardstick.
+ANCHOR = ROOT / "bench" / "crud_anchor.py"
+ANCHOR_SHA256 = "52ed73ea6fa71ec94d1737b9c065d7c4b0816048514477c6aa7623b9f4104c64"
+ANCHOR_ORIGINAL = ROOT.parent / "shared" / "bench" / "crud_anchor.py"
+ANCHOR_THREADS = 8
+BIN = Path(sys.executable).parent
+SCENARIOS = {"new": "add-member, new key", "replay": f"the same {REPLAY_KEYS} keys again"}
 
 
 @dataclass
@@ -203,6 +211,9 @@ def log_head(env: dict[str, str]) -> int:
 def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit(WRK_HINT)
+    if not (BIN / "gunicorn").exists():
+        raise SystemExit("gunicorn is missing: pip install -e '.[dev,bench]' (make bench does)")
+    check_anchor()
     with fresh_schema() as (schema, env):
         report = bench(env, schema)
     with fresh_schema() as (_, env):
@@ -210,14 +221,24 @@ def main() -> None:
     print(report)
 
 
+def check_anchor() -> None:
+    """The anchor served is the one handed over, unchanged."""
+    served = ANCHOR.read_bytes()
+    if hashlib.sha256(served).hexdigest() != ANCHOR_SHA256:
+        raise SystemExit(f"{ANCHOR} is not the anchor as handed over: restore it, byte for byte")
+    if ANCHOR_ORIGINAL.exists() and ANCHOR_ORIGINAL.read_bytes() != served:
+        raise SystemExit(
+            f"The anchor at {ANCHOR_ORIGINAL} differs from {ANCHOR}: copy it over and "
+            "update ANCHOR_SHA256 in bench/run.py, then quote no ratio measured before."
+        )
+
+
 @contextmanager
 def fresh_schema() -> Iterator[tuple[str, dict[str, str]]]:
-    """A schema of its own (with the anchor's tables) and the environment naming it."""
+    """A schema of its own and the environment naming it."""
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(SCHEMA)  # the anchor's tables, made before its workers fork
     env = {
         **os.environ,
         "OPS_DATABASE_URL": f"{POSTGRES}?schema={schema}",
@@ -236,7 +257,6 @@ def bench(env: dict[str, str], schema: str) -> str:
     _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench", "--actor", "bench")
     token = issued.strip().splitlines()[-1]
     vacuum(schema)
-
     ours = Server(
         "pm-ops",
         lambda port: [
@@ -244,34 +264,64 @@ def bench(env: dict[str, str], schema: str) -> str:
         ],
         env, token, community=1,
     )  # fmt: skip
-    anchor = Server(
-        "anchor",
-        lambda port: [
-            str(Path(sys.executable).parent / "granian"), "--interface", "wsgi",
-            "--workers", str(WORKERS), "--blocking-threads", "8", "--host", "127.0.0.1",
-            "--port", str(port), "--working-dir", str(ROOT / "bench"),
-            "--factory", "crud_baseline:create_app",
-        ],
-        {
-            **os.environ,
-            "CRUD_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
-            "CRUD_TOKEN_HASH": hashlib.sha256(token.encode()).hexdigest(),
-        },
-        token, community=1,
-    )  # fmt: skip
-    share = PEOPLE // ROUNDS
-    # Both servers stay up for every round (one waits idle while the other is measured),
-    # so the workers' RSS is read after every call of the run, not after one round.
-    with serving(ours) as (our_base, our_process), serving(anchor) as (base, process):
-        for r in range(ROUNDS):
-            people = range(1 + r * share, 1 + (r + 1) * share)
-            pair = [(ours, our_base, our_process), (anchor, base, process)]
-            for server, server_base, server_process in pair[:: 1 if r % 2 == 0 else -1]:
-                measure_round(server, server_base, server_process, people)
-    lines += load_report(ours, anchor)
+    anchors = anchor_servers(schema, token)
+    run_rounds([ours, *anchors])
+    lines += load_report(ours, anchors)
     lines += rebuild_report(env)
     lines += stage_report(env)
     return "\n".join(lines)
+
+
+def anchor_servers(schema: str, token: str) -> list[Server]:
+    """The anchor on granian and on gunicorn (2 workers, 8 threads each), sharing its
+    tables in this run's schema, made before any worker starts (as its docstring asks).
+    A community each, so neither finds the other's memberships already there."""
+    env = {
+        **os.environ,
+        "ANCHOR_DSN": f"{POSTGRES}?options=-csearch_path%3D{schema}",
+        "ANCHOR_TOKEN": token,
+    }
+    subprocess.run([sys.executable, str(ANCHOR), "--create-tables"], env=env, check=True)
+    here, module = str(ANCHOR.parent), f"{ANCHOR.stem}:app"
+    granian = [
+        str(BIN / "granian"), "--interface", "wsgi", "--workers", str(WORKERS),
+        "--blocking-threads", str(ANCHOR_THREADS), "--host", "127.0.0.1",
+        "--working-dir", here, module, "--port",
+    ]  # fmt: skip
+    gunicorn = [
+        str(BIN / "gunicorn"), "--chdir", here, "--workers", str(WORKERS),
+        "--worker-class", "gthread", "--threads", str(ANCHOR_THREADS),
+        "--log-level", "warning", module, "--bind",
+    ]  # fmt: skip
+    return [
+        Server("anchor/granian", lambda port: [*granian, str(port)], env, token, community=1),
+        Server(
+            "anchor/gunicorn",
+            lambda port: [*gunicorn, f"127.0.0.1:{port}"],
+            env,
+            token,
+            community=2,
+        ),  # fmt: skip
+    ]
+
+
+def run_rounds(servers: list[Server]) -> None:
+    """Every server measured once a round, the order reversed every round. They all stay
+    up for the whole run (idle while another is measured), so the workers' RSS is read
+    after every call of the run, not after one round."""
+    share = PEOPLE // ROUNDS
+    with ExitStack() as stack:
+        running = [(server, *stack.enter_context(serving(server))) for server in servers]
+        for r in range(ROUNDS):
+            people = range(1 + r * share, 1 + (r + 1) * share)
+            for server, base, process in running[:: 1 if r % 2 == 0 else -1]:
+                measure_round(server, base, process, people)
+                print(
+                    f"round {r + 1}/{ROUNDS} {server.name}: new keys {server.new[-1].rate:,.0f}"
+                    f" req/s, replays {server.replay[-1].rate:,.0f} req/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def import_report(env: dict[str, str]) -> str:
@@ -316,34 +366,49 @@ def vacuum(schema: str) -> None:
             conn.execute(f'VACUUM (ANALYZE) "{schema}"."{table}"')
 
 
-def load_report(ours: Server, anchor: Server) -> list[str]:
+def load_report(ours: Server, anchors: list[Server]) -> list[str]:
+    """Every round of each measurement, then the median ratio and its spread."""
     lines = [
-        f"wrk, {WRK_THREADS} threads, {CONNECTIONS} connections, {SECONDS} s each, "
-        f"{ROUNDS} rounds A B B A (req/s per round; latency of the last round)"
+        f"wrk, {WRK_THREADS} threads, {CONNECTIONS} connections, {SECONDS} s each, {ROUNDS}"
+        " rounds, the order reversed every round: req/s (p99 latency) per server, and the"
+        " ratio pm-ops / the anchor on its better server that round"
     ]
-    for scenario in ("new", "replay"):
-        title = {"new": "add-member, new key", "replay": f"the same {REPLAY_KEYS} keys again"}
-        mine, theirs = getattr(ours, scenario), getattr(anchor, scenario)
-        ratios = [a.rate / b.rate for a, b in zip(mine, theirs, strict=True)]
-        lines.append(f"  {title[scenario]}:")
-        for server, loads in ((ours, mine), (anchor, theirs)):
-            rates = ", ".join(f"{load.rate:,.0f}" for load in loads)
-            lines.append(
-                f"    {server.name:7} {rates} req/s   p50 {loads[-1].p50_ms:.1f} ms"
-                f"  p99 {loads[-1].p99_ms:.1f} ms"
+    servers = [ours, *anchors]
+    for scenario, title in SCENARIOS.items():
+        rounds = list(zip(*(getattr(server, scenario) for server in servers), strict=True))
+        ratios = [mine.rate / max(load.rate for load in theirs) for mine, *theirs in rounds]
+        lines.append(f"  {title}:")
+        for r, (loads, ratio) in enumerate(zip(rounds, ratios, strict=True)):
+            cells = "   ".join(
+                f"{server.name} {load.rate:,.0f} ({load.p99_ms:.1f} ms)"
+                for server, load in zip(servers, loads, strict=True)
             )
+            lines.append(f"    round {r + 1}: {cells}   ratio {ratio:.2f}")
         lines.append(
-            "    ratio   " + ", ".join(f"{r:.2f}" for r in ratios)
-            + f"   median {statistics.median(ratios):.2f} (pm-ops/anchor)"
-        )  # fmt: skip
-    new_rate = sum(load.rate for load in ours.new) / len(ours.new)
-    replay_rate = sum(load.rate for load in ours.replay) / len(ours.replay)
+            f"    ratio: median {statistics.median(ratios):.2f},"
+            f" spread {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds"
+        )
+        lines.append("    latency, median of the rounds: " + latencies(servers, scenario))
+    new_rate = statistics.mean(load.rate for load in ours.new)
+    replay_rate = statistics.mean(load.rate for load in ours.replay)
     lines.append(f"  pm-ops replays / new calls: {replay_rate / new_rate:.2f}")
     lines.append(
-        f"  API worker RSS after the run's ~{ours.calls:,} calls: {ours.rss_mb:.0f} MB"
-        f" (anchor {anchor.rss_mb:.0f} MB)"
+        f"  API worker RSS after the run's ~{ours.calls:,} calls: {ours.rss_mb:.0f} MB ("
+        + ", ".join(f"{anchor.name} {anchor.rss_mb:.0f} MB" for anchor in anchors)
+        + ")"
     )
     return lines
+
+
+def latencies(servers: list[Server], scenario: str) -> str:
+    """Each server's p50 and p99 latency, the median over the rounds."""
+    parts = []
+    for server in servers:
+        loads = getattr(server, scenario)
+        p50 = statistics.median(load.p50_ms for load in loads)
+        p99 = statistics.median(load.p99_ms for load in loads)
+        parts.append(f"{server.name} p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    return "; ".join(parts)
 
 
 def rebuild_report(env: dict[str, str]) -> list[str]:

@@ -13,9 +13,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 def pm_ops() -> str:
@@ -32,20 +33,26 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    database_url: str, *args: str, env: dict[str, str] | None = None
+    database_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    output: IO[bytes] | None = None,
 ) -> Iterator[str]:
-    with running_server_process(database_url, *args, env=env) as (base, _process):
+    with running_server_process(database_url, *args, env=env, output=output) as (base, _process):
         yield base
 
 
 @contextmanager
 def running_server_process(
-    database_url: str, *args: str, env: dict[str, str] | None = None
+    database_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    output: IO[bytes] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     environment = {**os.environ, "OPS_DATABASE_URL": database_url, **(env or {})}
     argv = [pm_ops(), "serve", "--port", str(port), *args]
-    with launched(argv, port, environment, stop_seconds=15) as started:
+    with launched(argv, port, environment, stop_seconds=15, output=output) as started:
         yield started
 
 
@@ -62,13 +69,18 @@ def launched(
     start_seconds: float = 30,
     stop_seconds: float = 20,
     any_answer: bool = False,
+    output: IO[bytes] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run a server listening on `port`, wait until GET /healthz answers (with
     `any_answer`, an error status counts: a server without /healthz), stop it
-    afterwards. One that exits or never answers raises DidNotStart."""
+    afterwards. One that exits or never answers raises DidNotStart. `output` (a file
+    opened for reading and writing) receives the server's stdout and stderr; without
+    it, stdout is dropped and stderr kept only to explain a failed start."""
     # The server's log goes to a file: an unread pipe would fill and stall the server.
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    with ExitStack() as files:
+        log = output if output is not None else files.enter_context(tempfile.TemporaryFile())
+        stdout = subprocess.DEVNULL if output is None else log
+        process = subprocess.Popen(argv, env=env, stdout=stdout, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + start_seconds

@@ -1,5 +1,6 @@
 """The real server while its PostgreSQL is down: quick 503s, a quick /readyz, a quick
-recovery — and a restart mid-load loses and duplicates nothing."""
+recovery; the first call after PostgreSQL went away does not try every pooled connection
+it broke, and a connection dropped while PostgreSQL stays up is no outage."""
 
 import json
 import os
@@ -8,9 +9,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
+
 from tests.conftest import add_member_body
 from tests.pg_cluster import wait_until
-from tests.server import ADD, descendants, get, post, running_server_process, seed
+from tests.pg_relay import Relay
+from tests.server import ADD, descendants, get, post, running_server, running_server_process, seed
 
 POST_BOUND = 2.0
 READY_BOUND = 1.0
@@ -64,3 +68,56 @@ def test_store_down_answers_503_within_bounds_then_recovers(cluster):
         )
         assert serve.poll() is None, "serve outlived the outage"
         print(f"outage: slowest 503 {slowest:.2f} s; recovered {recovered:.2f} s after restart")
+
+
+def warm(base: str) -> None:
+    """Calls at once, so the API's pool holds several connections."""
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(lambda _: get(base, "/readyz")[0], range(200))) == {200}
+
+
+def test_the_first_readyz_after_the_store_stops_tries_one_broken_connection_not_all(cluster):
+    relay = Relay(cluster.port).start()
+    try:
+        seed(cluster.url)
+        with running_server(relay.url(), "--no-projections") as base:
+            warm(base)
+            pooled = relay.open_upstreams
+            assert pooled >= 2, "the pool holds several connections"
+            cluster.stop()
+            try:
+                wait_until(lambda: relay.open_upstreams == 0, timeout=10)
+                first = get(base, "/readyz", 10)
+                tried = relay.stale_uses
+                later = get(base, "/readyz", 10)
+                tried_later = relay.stale_uses
+            finally:
+                cluster.start()
+            assert first[0] == 503, first
+            assert json.loads(first[1])["errors"][0]["code"] == "unavailable"
+            # One broken connection, then a new one refused: the store is gone, so the
+            # other broken ones are not tried one by one (0.2 s apart) before the 503.
+            assert tried == 1, f"the first /readyz tried {tried} of {pooled} broken connections"
+            assert later[0] == 503 and tried_later == 1, "later ones touch no connection"
+            wait_until(lambda: get(base, "/readyz", 5)[0] == 200, timeout=RECOVERY_BOUND)
+    finally:
+        relay.close()
+
+
+def test_a_connection_dropped_while_the_store_stays_up_is_not_an_outage(cluster):
+    data = seed(cluster.url)
+    body = add_member_body(data.people[0], data.communities[0])
+    with running_server(cluster.url, "--no-projections") as base:
+        warm(base)
+        with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = 'test' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped and dropped[0] >= 2, "the server's pooled connections were dropped"
+        # The first call meets a dropped connection; the store still takes new ones, so
+        # it is retried on a sound connection instead of answering 503.
+        assert get(base, "/readyz", 10)[0] == 200
+        key = str(uuid.uuid4())
+        assert post(base, ADD, body, data.token, key, 10)[0] == 200
+        assert post(base, ADD, body, data.token, key, 10)[0] == 200  # a replay

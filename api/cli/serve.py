@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,6 +34,7 @@ HEADER_READ_TIMEOUT_MS = 5_000  # a request head (and an idle keep-alive) gets t
 SERVER_BUFFER_BYTES = 64 * 1024  # the read buffer; far larger heads get its own bare 431
 WORKER_STOP_SECONDS = 3  # then a worker that has not finished is killed
 PROJECTIONS_STOP_SECONDS = 3
+METRICS_DIRECTORY_PREFIX = "pm-ops-metrics-"  # then serve's pid
 
 
 def register(cli: click.Group) -> None:
@@ -81,7 +83,10 @@ def serve(
         projections = None if no_projections else ProjectionsProcess(config).start()
         server = _granian(host, port, workers, access_log, projections)
         click.echo(
-            f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]})",
+            f"pm-ops serving on http://{host}:{port} ({config.database_url.split('://')[0]}):"
+            f" {workers} worker{'s' if workers > 1 else ''}, {threads} requests at a time"
+            f" each; a slow client waits for its body on a thread of its own (up to"
+            f" {CONNECTIONS_PER_WORKER} a worker), not on those",
             err=True,
         )
         try:
@@ -94,17 +99,42 @@ def serve(
 @contextmanager
 def _metrics_directory() -> Iterator[None]:
     """Every worker writes its metrics here so /metrics adds them up. prometheus_client
-    reads the variable when first imported, so it is set before anything imports it;
-    the directory is removed when serve ends (a SIGKILL leaves it behind)."""
+    reads the variable when first imported, so it is set before anything imports it.
+    The directory bears serve's pid and is removed when serve ends; one that a SIGKILL
+    left behind is removed by the next start (on the same temporary directory)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         yield
         return
-    directory = tempfile.mkdtemp(prefix="pm-ops-metrics-")
+    _sweep_metrics_directories()
+    directory = tempfile.mkdtemp(prefix=f"{METRICS_DIRECTORY_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
         yield
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sweep_metrics_directories() -> None:
+    """Remove the metrics directories of serve processes that no longer exist: only
+    ours (pm-ops-metrics-PID-…), never one whose serve still runs."""
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_DIRECTORY_PREFIX}*"):
+        pid, separator, _ = path.name.removeprefix(METRICS_DIRECTORY_PREFIX).partition("-")
+        if separator and pid.isdigit() and path.is_dir() and not _serve_may_run(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _serve_may_run(pid: int) -> bool:
+    """False only when no process has this pid (or it is ours, which has made no
+    directory yet: that one is a predecessor's, one that had the same pid)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _worker_app(config: Config, threads: int) -> Callable[[], Any]:
@@ -183,12 +213,31 @@ def _granian(
     )
 
 
+# Granian's start-up warning about its thread count (granian 2.8.7, server/mp.py: WSGI
+# with more blocking threads than 2 x cores + 1); the serving line says what ours are for.
+GRANIAN_THREADS_WARNING = "Configuration allows spawning up to "
+
+
+class _ThreadsExplained(logging.Filter):
+    """Drops granian's thread-count warning. It advises `backpressure`, which serve already
+    sets to the same bound; most of those threads only wait for a slow client's body
+    (api/wsgi_guard.py), and `--threads` bounds the ones that run the app."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(GRANIAN_THREADS_WARNING)
+
+
 # Granian's messages and access log go to stderr, like ours (its default is stdout).
 _LOGGING = {
+    "filters": {"threads_explained": {"()": _ThreadsExplained}},
     "handlers": {
-        "console": {"formatter": "generic", "class": "logging.StreamHandler"},
+        "console": {
+            "formatter": "generic",
+            "class": "logging.StreamHandler",
+            "filters": ["threads_explained"],
+        },
         "access": {"formatter": "access", "class": "logging.StreamHandler"},
-    }
+    },
 }
 
 
