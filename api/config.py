@@ -4,10 +4,12 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from commands.store import DEFAULT_DATABASE_URL, ConfigError, Store
 
 if TYPE_CHECKING:
+    from projections.checkpoints import CheckpointSettings
     from projections.slack import SlackSettings
     from projections.track_api import CustomerIOSettings
 
@@ -31,6 +33,16 @@ class Config:
     cio_region: str = "us"
     cio_track_url: str | None = None
     cio_sync_rate: float = 50.0
+    checkpoint_key: str | None = None  # a path: the key itself is never held here
+    checkpoint_origin: str | None = None  # default: the public URL's host + /pm-ops
+    checkpoint_interval: float = 60.0
+    checkpoint_dir: str | None = None
+    checkpoint_s3: str | None = None
+    checkpoint_s3_endpoint: str | None = None
+    checkpoint_retention_days: int = 2557
+    checkpoint_slack_channel: str | None = None
+    tsa_urls: tuple[str, ...] = ()
+    tsa_roots: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Config":
@@ -49,6 +61,7 @@ class Config:
             trusted_proxies=_networks(env.get("OPS_TRUSTED_PROXIES") or ""),
             secret_key=env.get("OPS_SECRET_KEY") or None,
             **_customerio(env),
+            **_checkpoints(env),
         )
 
     def with_database(self, url: str | None) -> "Config":
@@ -77,6 +90,27 @@ class Config:
             self.cio_region,
             self.cio_track_url,
             self.cio_sync_rate,
+        )
+
+    @property
+    def checkpoints(self) -> "CheckpointSettings | None":
+        """The signed checkpoints' settings; None (they are off) without OPS_CHECKPOINT_KEY."""
+        from projections.checkpoints import CheckpointSettings
+
+        if not self.checkpoint_key:
+            return None
+        host = urlsplit(self.public_url).netloc.rpartition("@")[2] or "localhost"
+        return CheckpointSettings(
+            key_path=self.checkpoint_key,
+            origin=self.checkpoint_origin or f"{host}/pm-ops",
+            interval=self.checkpoint_interval,
+            directory=self.checkpoint_dir,
+            s3_url=self.checkpoint_s3,
+            s3_endpoint=self.checkpoint_s3_endpoint,
+            retention_days=self.checkpoint_retention_days,
+            slack_channel=self.checkpoint_slack_channel,
+            tsa_urls=self.tsa_urls,
+            tsa_roots=self.tsa_roots,
         )
 
     # The store's own questions, asked of the config for brevity.
@@ -118,6 +152,65 @@ def _customerio(env: Any) -> dict[str, Any]:
         "cio_track_url": url,
         "cio_sync_rate": rate,
     }
+
+
+def _checkpoints(env: Any) -> dict[str, Any]:
+    """SPEC §10's settings; a key file that cannot be used is an error at start."""
+    from projections.checkpoints import KeyUnavailable, load_key
+
+    key = (env.get("OPS_CHECKPOINT_KEY") or "").strip() or None
+    if key is not None:
+        try:
+            load_key(key)
+        except KeyUnavailable as error:
+            raise ConfigError(str(error)) from None
+    interval = _number(env, "OPS_CHECKPOINT_INTERVAL", 60.0, "a number of seconds above 0")
+    days = _number(env, "OPS_CHECKPOINT_RETENTION_DAYS", 2557, "a whole number of days above 0")
+    if days != int(days):
+        raise ConfigError("OPS_CHECKPOINT_RETENTION_DAYS must be a whole number of days above 0")
+    s3 = (env.get("OPS_CHECKPOINT_S3") or "").strip() or None
+    if s3 is not None:
+        from projections.witness_stores import parse_s3_url
+
+        try:
+            parse_s3_url(s3)
+        except ValueError as error:
+            raise ConfigError(f"OPS_CHECKPOINT_S3: {error}") from None
+    roots = (env.get("OPS_TSA_ROOTS") or "").strip() or None
+    if roots is not None:
+        from projections.timestamps import TimestampError, load_roots
+
+        try:
+            load_roots(roots)
+        except TimestampError as error:
+            raise ConfigError(f"OPS_TSA_ROOTS: {error}") from None
+    urls = tuple(u.strip() for u in (env.get("OPS_TSA_URLS") or "").split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPS_TSA_URLS: {url!r} is not an http:// or https:// URL")
+    return {
+        "checkpoint_key": key,
+        "checkpoint_origin": (env.get("OPS_CHECKPOINT_ORIGIN") or "").strip() or None,
+        "checkpoint_interval": interval,
+        "checkpoint_dir": (env.get("OPS_CHECKPOINT_DIR") or "").strip() or None,
+        "checkpoint_s3": s3,
+        "checkpoint_s3_endpoint": (env.get("OPS_CHECKPOINT_S3_ENDPOINT") or "").strip() or None,
+        "checkpoint_retention_days": int(days),
+        "checkpoint_slack_channel": (env.get("OPS_CHECKPOINT_SLACK_CHANNEL") or "").strip() or None,
+        "tsa_urls": urls,
+        "tsa_roots": roots,
+    }
+
+
+def _number(env: Any, name: str, default: float, what: str) -> float:
+    text = (env.get(name) or "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be {what}")
+    return value
 
 
 def _networks(text: str) -> tuple[str, ...]:

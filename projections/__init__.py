@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from commands.store import Store
 from projections.chain import LogAltered
 from projections.feeds import FEEDS, FeedOff, build_feed
-from projections.projection import REBUILD_BATCH, TableProjection, Unstorable
+from projections.projection import REBUILD_BATCH, Halted, TableProjection
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
 from projections.store import ViewsMixin, open_views
@@ -49,7 +49,7 @@ def build_follower(
     if name in FEEDS:
         return build_feed(app, settings, views, name, **options)
     if name in DB_PROJECTIONS:
-        return DB_PROJECTIONS[name](app, views)
+        return DB_PROJECTIONS[name].follower(app, views, settings)
     raise ValueError(f"unknown projection {name!r}; choose from {', '.join(NAMES)}")
 
 
@@ -139,7 +139,7 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
             done[name] = 0
             while count := projection.catch_up():
                 done[name] += count
-        except Unstorable as error:
+        except Halted as error:
             raise RebuildError(str(error)) from None
         finally:
             lock.release()
@@ -202,7 +202,7 @@ def rebuild(
                     break
                 projection.catch_up(batch=REBUILD_BATCH, on_batch=on_batch, head=head)
             return projection.position()
-        except Unstorable as error:
+        except Halted as error:
             raise RebuildError(str(error)) from None
         finally:
             lock.release()

@@ -8,7 +8,7 @@ from hashlib import sha256
 from typing import Any, NamedTuple
 
 from projections.log import read_ahead
-from projections.projection import TableProjection
+from projections.projection import LogAltered, TableProjection
 from projections.replay import notifications
 from projections.store import ViewsMixin
 
@@ -26,10 +26,6 @@ def content_hash(note: Any) -> str:
 
 def chain_hash(previous: str, content: str) -> str:
     return sha256(f"{previous}{content}".encode()).hexdigest()
-
-
-class LogAltered(Exception):
-    """The chain shows the log changed after it was written: never rebuild over it."""
 
 
 class ChainLink(NamedTuple):  # a tuple: verify makes one per event of the log

@@ -34,6 +34,10 @@ class Interrupted(Exception):
     """The runner is stopping."""
 
 
+class FeedOff(Exception):
+    """The feed is not configured; the message says what to set."""
+
+
 class DeliveryFailed(Exception):
     """A sink could not deliver a batch; the follower retries it.
 
@@ -69,6 +73,32 @@ class Change:
     event: Any
 
 
+class Source(Protocol):
+    """What a feed follows: a sequence numbered by increasing positions."""
+
+    def head(self) -> int: ...
+
+    def changes(self, after: int, limit: int, stop: int, topics: frozenset[str]) -> list[Change]:
+        """Up to `limit` changes after `after` and up to `stop`, in order."""
+        ...
+
+
+class LogSource:
+    """The event log: positions are notification ids; a change is a domain event."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def changes(self, after: int, limit: int, stop: int, topics: frozenset[str]) -> list[Change]:
+        notes = self.app.recorder.select_notifications(
+            after + 1, limit, stop=stop, topics=sorted(topics)
+        )
+        return [Change(note.id, self.app.mapper.to_domain_event(note)) for note in notes]
+
+
 class Sink(Protocol):
     name: str  # the projection's name (and its tracking row)
     topics: frozenset[str]  # the event topics it is given
@@ -89,10 +119,13 @@ class Sink(Protocol):
 class Feed:
     """The follower; a Runner gives it its lock and calls catch_up."""
 
-    def __init__(self, app: Any, views: ViewsMixin, sink: Sink) -> None:
+    def __init__(
+        self, app: Any, views: ViewsMixin, sink: Sink, source: Source | None = None
+    ) -> None:
         self.app = app
         self.views = views
         self.sink = sink
+        self.source = source or LogSource(app)
         self.name = sink.name
         self._stop = threading.Event()
         self._recovered = False
@@ -106,7 +139,7 @@ class Feed:
         return self.views.position(self.name)
 
     def head(self) -> int:
-        return self.app.recorder.max_notification_id() or 0
+        return self.source.head()
 
     def on_activate(self) -> None:
         self._recovered = False
@@ -145,13 +178,10 @@ class Feed:
         # Let changes that arrive while we wait for our turn join this batch.
         self._pace()
         head = self.head()
-        notes = self.app.recorder.select_notifications(
-            position + 1, self.sink.max_batch, stop=head, topics=sorted(self.sink.topics)
-        )
-        last = notes[-1].id if len(notes) >= self.sink.max_batch else head
+        changes = self.source.changes(position, self.sink.max_batch, head, self.sink.topics)
+        last = changes[-1].position if len(changes) >= self.sink.max_batch else head
         if last <= position:
             return 0
-        changes = [Change(note.id, self.app.mapper.to_domain_event(note)) for note in notes]
         if changes:
             position = self._deliver(changes, position, last)
         self._commit(position, last)

@@ -32,7 +32,17 @@ LIVE_BATCH = 500  # following: a batch is one short transaction
 REBUILD_BATCH = 5000
 
 
-class Unstorable(Exception):
+class Halted(Exception):
+    """A projection cannot go on, for a reason its message gives whole (no traceback adds
+    to it): it is recorded as the projection's fault, and its runner tries again later."""
+
+
+class LogAltered(Halted):
+    """The log is not what it was when its evidence (the hash chain, a signed checkpoint)
+    was made: a projection that keeps that evidence never rebuilds over it."""
+
+
+class Unstorable(Halted):
     """The read model cannot store an event; the message names it and says why."""
 
 
@@ -54,6 +64,11 @@ class TableProjection:
         self._decoder = app.mapper.to_domain_event
         self._fault_recorded: bool | None = None  # None: unknown until the first batch
         self.check()
+
+    @classmethod
+    def follower(cls, app: Any, views: ViewsMixin, settings: Any) -> "TableProjection":
+        """The projection as its runner keeps it (some need settings to follow the log)."""
+        return cls(app, views)
 
     # --- what subclasses define --------------------------------------------
 
@@ -155,16 +170,19 @@ class TableProjection:
                 if events:
                     self.write(cursor, events)
                 self.views.advance(cursor, self.name, reached)
-        except (StalePosition, OperationalError, InterfaceError):
+        except (StalePosition, LogAltered, OperationalError, InterfaceError):
             raise
         except Exception as error:
-            reason = self.diagnose(events, error)
-            self.views.record_fault(self.name, expected, reason)
-            self._fault_recorded = True
-            raise Unstorable(f"projection {self.name}: {reason}") from error
+            raise Unstorable(self.diagnose(events, error)) from error
         if self._fault_recorded is not False:
             self.views.clear_fault(self.name)
             self._fault_recorded = False
+
+    def halted(self, halt: Halted) -> Halted:
+        """Record why this projection cannot go on (`projections status`, `verify`)."""
+        self.views.record_fault(self.name, self.position(), str(halt))
+        self._fault_recorded = True
+        return halt
 
     def diagnose(self, events: list[tuple[int, Any]], error: Exception) -> str:
         """Which event of a refused batch the store will not take, and why: each is
@@ -207,6 +225,8 @@ class TableProjection:
                 except StalePosition as stale:
                     log.info("%s", stale)
                     return done
+                except Halted as halt:
+                    raise self.halted(halt) from halt
                 done += reached - position
                 self._report_rebuild(reached)
                 if on_batch is not None:

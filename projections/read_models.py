@@ -10,6 +10,7 @@ from commands.store import Store
 from projections.activity import ActivityProjection
 from projections.audit import AuditProjection, AuditView
 from projections.chain import ChainProjection, ChainView
+from projections.checkpoints import TreeProjection, TreeView
 from projections.history import HistoryView
 from projections.projection import TableProjection
 from projections.state import StateProjection, StateView
@@ -20,6 +21,7 @@ DB_PROJECTIONS: dict[str, type[TableProjection]] = {
     "audit": AuditProjection,
     "chain": ChainProjection,
     "activity": ActivityProjection,
+    "checkpoints": TreeProjection,
 }
 
 
@@ -31,6 +33,7 @@ class ReadModels:
     audit: AuditView
     chain: ChainView
     history: HistoryView
+    tree: TreeView
 
     def projection(self, name: str) -> TableProjection:
         return DB_PROJECTIONS[name](self.app, self.views)
@@ -63,5 +66,11 @@ def open_read_models(app: Any, store: Store) -> ReadModels:
     for projection in DB_PROJECTIONS.values():
         projection(app, views).create()
     return ReadModels(
-        app, views, StateView(views), AuditView(views), ChainView(views), HistoryView(app)
+        app,
+        views,
+        StateView(views),
+        AuditView(views),
+        ChainView(views),
+        HistoryView(app),
+        TreeView(views),
     )

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from commands.store import Store
-from projections.projection import Unstorable
+from projections.projection import Halted
 from projections.store import advisory_key
 
 log = logging.getLogger("pm_ops.projections")
@@ -189,6 +189,7 @@ class Runner:
         self.stop_event = threading.Event()
         self.active = threading.Event()
         self.processed = 0
+        self.halted_seconds = 2.0
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Runner":
@@ -209,6 +210,7 @@ class Runner:
     def run(self) -> None:
         lock = make_lock(self.store, self.name)
         announced = False
+        last_said = ""
         while not self.stop_event.is_set():
             if self._is_paused() or not lock.try_acquire():
                 if not announced:
@@ -224,9 +226,12 @@ class Runner:
                 if activate is not None:
                     activate()
                 self._follow(lock)
-            except Unstorable as error:  # the event and the reason; a traceback adds nothing
-                log.error("%s; retrying in 2 s (`pm-ops projections status` shows it)", error)
-                self.stop_event.wait(2.0)
+            except Halted as halt:  # its message is whole: a traceback adds nothing
+                said = f"projection {self.name}: {halt}"
+                if said != last_said:  # once, not every retry
+                    log.error("%s (`pm-ops projections status` shows it; retrying)", said)
+                last_said = said
+                self.stop_event.wait(self.halted_seconds)
             except Exception:
                 log.exception("projection %s failed; retrying", self.name)
                 self.stop_event.wait(2.0)

@@ -124,6 +124,7 @@ class SlackSink:
     topics = FEED_TOPICS
     max_batch = MAX_LINES
     from_start = True
+    event_type = FEED_EVENT_TYPE  # what its posts' metadata say they are (recover reads it)
 
     def __init__(
         self,
@@ -209,7 +210,7 @@ class SlackSink:
             for message in response.get("messages") or []:
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") != FEED_EVENT_TYPE:
+                if metadata.get("event_type") != self.event_type:
                     continue
                 if payload.get("feed") != self.feed_id:
                     continue
@@ -224,14 +225,17 @@ class SlackSink:
 
     # --- posting ------------------------------------------------------------
 
-    def deliver(self, changes: list[Change], first: int, last: int) -> None:
+    def message(self, changes: list[Change], first: int, last: int) -> dict[str, Any] | None:
+        """The chat.postMessage payload for these changes (None: nothing to post)."""
         lines = lines_of(changes)
-        if not lines:
+        return render(lines, first, last, self.feed_id) if lines else None
+
+    def deliver(self, changes: list[Change], first: int, last: int) -> None:
+        message = self.message(changes, first, last)
+        if message is None:
             return
         try:
-            response = self.poster.chat_postMessage(
-                channel=self.channel, **render(lines, first, last, self.feed_id)
-            )
+            response = self.poster.chat_postMessage(channel=self.channel, **message)
         except SlackApiError as error:
             status = error.response.status_code
             data = error.response.data
@@ -241,7 +245,7 @@ class SlackSink:
                 raise DeliveryFailed(reason.strip(), retry_after=retry_after) from None
             if status >= 500:
                 raise DeliveryFailed(reason.strip(), uncertain=True) from None
-            log.error("feed slack: Slack refused the post (%s)", reason.strip())
+            log.error("feed %s: Slack refused the post (%s)", self.name, reason.strip())
             raise DeliveryFailed(reason.strip(), min_delay=REFUSED_DELAY) from None
         except Exception as error:  # connection dropped, timeout: maybe accepted
             raise DeliveryFailed(describe(error), uncertain=True) from None

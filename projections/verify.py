@@ -22,6 +22,7 @@ from projections.chain import check_chain
 from projections.replay import Model, replay
 from projections.runner import make_lock
 from projections.state import PersonRecord, StateModel
+from projections.verify_checkpoints import Witnessed, verify_checkpoints
 
 if TYPE_CHECKING:
     from commands.store import Store
@@ -56,14 +57,28 @@ class Report:
         return Report(self.findings + later.findings, self.notes + later.notes)
 
 
-def verify(read_models: "ReadModels", store: "Store", *, chain_ahead: bool = True) -> Report:
+def verify(
+    read_models: "ReadModels",
+    store: "Store",
+    *,
+    chain_ahead: bool = True,
+    witnessed: Witnessed | None = None,
+) -> Report:
     """Both halves, one after the other (the CLI runs them side by side on PostgreSQL)."""
-    return verify_chain(read_models, store, chain_ahead=chain_ahead).then(
+    return verify_chain(read_models, store, chain_ahead=chain_ahead, witnessed=witnessed).then(
         verify_read_models(read_models)
     )
 
 
-def verify_chain(read_models: "ReadModels", store: "Store", *, chain_ahead: bool = True) -> Report:
+def verify_chain(
+    read_models: "ReadModels",
+    store: "Store",
+    *,
+    chain_ahead: bool = True,
+    witnessed: Witnessed | None = None,
+) -> Report:
+    """The log against its evidence: the hash chain and, if given, the published
+    checkpoints (what the database cannot rewrite)."""
     report = Report()
     if chain_ahead:
         _chain_ahead(read_models, store, report)
@@ -71,6 +86,11 @@ def verify_chain(read_models: "ReadModels", store: "Store", *, chain_ahead: bool
     for position, message in checked.findings:
         report.add("chain", position, message)
     report.notes.append(checked.note())
+    if witnessed is not None:
+        published = verify_checkpoints(read_models.app, witnessed)
+        for finding in published.findings:
+            report.add("checkpoints", None, finding)
+        report.notes += published.notes
     return report
 
 

@@ -14,7 +14,17 @@ from api.config import Config, ConfigError
 from commands.application import TokenError
 from commands.sealing import SealingError
 
-COMMAND_MODULES = ("serve", "tokens", "directory", "demo", "projections", "auditing", "call", "cio")
+COMMAND_MODULES = (
+    "serve",
+    "tokens",
+    "directory",
+    "demo",
+    "projections",
+    "auditing",
+    "call",
+    "cio",
+    "checkpoints",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,6 +8,7 @@ import io
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ from projections.audit import OPERATION_NAMES as AUDITED
 
 if TYPE_CHECKING:
     from projections.verify import Report
+    from projections.verify_checkpoints import Witnessed
 
 
 def register(cli: click.Group) -> None:
@@ -254,35 +256,61 @@ def state(
 
 @click.command()
 @click.option(
-    "--no-checkpoint",
+    "--no-chain-ahead",
+    "--no-checkpoint",  # its name before signed checkpoints existed
+    "no_chain_ahead",
     is_flag=True,
     help="Do not chain events the chain projection has not reached yet.",
 )
+@click.option(
+    "--checkpoints",
+    "locations",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Also check the signed checkpoints kept there (repeat); every configured witness "
+    "(OPS_CHECKPOINT_DIR, OPS_CHECKPOINT_S3) is checked anyway.",
+)
+@click.option(
+    "--key",
+    "verifier_key",
+    metavar="VERIFIER-KEY",
+    help="The checkpoints' verifier key (`pm-ops checkpoints key` prints it); default the "
+    "public half of OPS_CHECKPOINT_KEY.",
+)
 @click.pass_obj
-def verify(config: Config, no_checkpoint: bool) -> None:
-    """Re-derive state and audit from the log and compare them with the projections;
-    check the log's hash chain. Exits 1 on any difference."""
+def verify(
+    config: Config, no_chain_ahead: bool, locations: tuple[str, ...], verifier_key: str | None
+) -> None:
+    """Re-derive every read model from the log and compare them with the projections;
+    check the log's hash chain, and the log against its signed checkpoints where they
+    are kept. Exits 1 on any difference."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from projections.verify import verify as verify_in_turn
     from projections.verify import verify_read_models
 
-    checkpoint = not no_checkpoint
+    chain_ahead = not no_chain_ahead
+    witnessed = _witnessed(config, locations, verifier_key)
     with bootstrap(config) as services, whole_log_job():
         if not config.is_postgres:  # one SQLite file (or memory) is this process's own
-            report = verify_in_turn(services.read_models, config.store, chain_ahead=checkpoint)
+            report = verify_in_turn(
+                services.read_models, config.store, chain_ahead=chain_ahead, witnessed=witnessed
+            )
         else:
             # The two halves read the whole log each, on a core each: side by side
             # they take as long as the longer one (a thread would share our GIL).
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as helper:
-                chain_half = helper.submit(_verify_chain_apart, config, checkpoint)
+                chain_half = helper.submit(_verify_chain_apart, config, chain_ahead, witnessed)
                 models = verify_read_models(services.read_models)
                 report = chain_half.result().then(models)
     for note in report.notes:
         click.echo(note)
     if report.ok:
-        click.echo("verify: OK — the projections match the log and the hash chain is intact.")
+        checked = " and its signed checkpoints" if witnessed else ""
+        click.echo(
+            f"verify: OK — the projections match the log and the hash chain is intact{checked}."
+        )
         return
     for finding in report.findings[:200]:
         click.echo(str(finding), err=True)
@@ -292,9 +320,49 @@ def verify(config: Config, no_checkpoint: bool) -> None:
     sys.exit(1)
 
 
-def _verify_chain_apart(config: Config, checkpoint: bool) -> "Report":
+def _verify_chain_apart(
+    config: Config, chain_ahead: bool, witnessed: "Witnessed | None"
+) -> "Report":
     """`verify`'s chain half, in a process of its own; the tables exist already."""
     from projections.verify import verify_chain
 
     with bootstrap(config, create_tables=False) as services, whole_log_job():
-        return verify_chain(services.read_models, config.store, chain_ahead=checkpoint)
+        return verify_chain(
+            services.read_models, config.store, chain_ahead=chain_ahead, witnessed=witnessed
+        )
+
+
+def _witnessed(
+    config: Config, locations: tuple[str, ...], verifier_key: str | None
+) -> "Witnessed | None":
+    """Where the published checkpoints are to be read, and the key that must sign them."""
+    from projections.checkpoints import KeyUnavailable, Signer
+    from projections.transparency import NoteError, parse_verifier_key
+    from projections.verify_checkpoints import Witnessed
+
+    settings = config.checkpoints
+    configured = ()
+    if settings is not None:
+        configured = tuple(p for p in (settings.directory, settings.s3_url) if p)
+    every = tuple(dict.fromkeys((*configured, *locations)))
+    if not every:
+        return None
+    if verifier_key is None:
+        if settings is None:
+            raise click.ClickException(
+                "give --key with the checkpoints' verifier key (`pm-ops checkpoints key` "
+                "prints it where OPS_CHECKPOINT_KEY is set)"
+            )
+        try:
+            verifier_key = Signer(settings.key_path, settings.origin).verifier_key()
+        except KeyUnavailable as error:
+            raise click.ClickException(str(error)) from None
+    try:
+        parse_verifier_key(verifier_key)
+    except NoteError as error:
+        raise click.ClickException(f"--key: {error}") from None
+    for location in every:
+        if not location.startswith("s3://") and not Path(location).is_dir():
+            raise click.ClickException(f"--checkpoints {location}: no such directory")
+    endpoint = settings.s3_endpoint if settings is not None else None
+    return Witnessed(every, verifier_key, settings.origin if settings else None, endpoint)
