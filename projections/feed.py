@@ -242,13 +242,7 @@ class Feed:
             self.views.advance(cursor, self.name, position)
 
     def _has_position(self) -> bool:
-        with self.views.read() as cursor:
-            self.views.execute(
-                cursor,
-                f"SELECT 1 FROM {self.views.tracking_table} WHERE application_name=%s",
-                (self.name,),
-            )
-            return cursor.fetchone() is not None
+        return self.views.has_position(self.name)
 
 
 def backoff(attempt: int) -> float:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from commands.library_internals import note_decoder
 from projections.log import read_ahead, read_log
 from projections.store import StalePosition, ViewsMixin
 
@@ -41,7 +42,7 @@ class TableProjection:
         self.t = views.table
         self._rebuilding_to: int | None = None
         self._reported = 0.0
-        self._decoder = app.mapper.to_domain_event
+        self._decoder = note_decoder(app.mapper)  # it decodes log.read_log's light rows
 
     # --- what subclasses define --------------------------------------------
 
