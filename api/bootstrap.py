@@ -15,6 +15,7 @@ from commands.application import OpsApplication
 from commands.authentication import Authenticator
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
+from commands.library_internals import datastore_of
 from commands.sealing import SigningKeys, embedded_secret_key
 from projections.feeds import mark_starts
 from projections.read_models import ReadModels, open_read_models
@@ -62,18 +63,16 @@ def secret_key(config: Config) -> str | None:
 
 def build_services(config: Config, *, create_tables: bool = True) -> Services:
     app = open_application(config, create_tables=create_tables)
+    datastore = datastore_of(app.recorder)  # one pool for everything
     if config.is_postgres:  # requests fail fast while the store is unreachable
-        circuit.install(app.recorder.datastore)  # type: ignore[attr-defined]
+        circuit.install(datastore)
     try:
-        rate_limiter = RateLimiter(
-            app.recorder.datastore,  # type: ignore[attr-defined]
-            table=config.store.table("ops_rate_limits"),
-        )
+        rate_limiter = RateLimiter(datastore, table=config.store.table("ops_rate_limits"))
         if create_tables:
             rate_limiter.create_table()
             from api.console.store import ConsoleStore  # (api.console imports this module)
 
-            ConsoleStore(app.recorder.datastore, config.store).create_tables()  # type: ignore[attr-defined]
+            ConsoleStore(datastore, config.store).create_tables()
         # A feed that does not send the past (Customer.io) starts here, not when its runner
         # first runs: every change after this process started with its settings reaches it.
         mark_starts(app, config, create=create_tables)

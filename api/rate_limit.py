@@ -27,6 +27,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import retry
 
+from commands.library_internals import connection, sqlite_connection, transaction
+
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
@@ -100,7 +102,7 @@ class RateLimiter:
         self._leases_lock = threading.Lock()
 
     def create_table(self) -> None:
-        with self._datastore.transaction(commit=True) as cursor:
+        with transaction(self._datastore, commit=True) as cursor:
             cursor.execute(self._create_sql)
 
     def hit(self, token_id: UUID, limit: int, now: float | None = None) -> int | None:
@@ -196,12 +198,12 @@ class RateLimiter:
         """Run one statement on a pooled connection in autocommit mode; its first row."""
         if isinstance(self._datastore, SQLiteDatastore):
             try:
-                with self._datastore.get_connection(commit=True) as conn:
+                with sqlite_connection(self._datastore, commit=True) as conn:
                     cursor = conn.cursor()
                     cursor.execute(sql, params)
                     return cursor.fetchone() if fetch else None
             except sqlite3.Error as error:  # the PostgreSQL datastore wraps these itself
                 raise OperationalError(str(error)) from error
-        with self._datastore.get_connection() as conn:  # autocommit: one round trip
+        with connection(self._datastore) as conn:  # autocommit: one round trip
             cursor = conn.execute(sql, params)
             return cursor.fetchone() if fetch else None

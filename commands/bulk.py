@@ -15,7 +15,9 @@ it COPYs them in binary (the payload built here, in PostgreSQL's documented COPY
 layout, without psycopg's per-value dispatch) inside the recorder's own transaction
 shape: its table lock (so notification ids are issued in commit order) and its NOTIFY;
 on SQLite it calls the recorder's `insert_events`. On PostgreSQL the read and the COPY
-go through libpq directly (commands/libpq.py)."""
+go through libpq directly (commands/libpq.py). What this takes from the library beyond
+its documented API (its tables, its lock, its mapper's layout) comes from
+commands/library_internals.py."""
 
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -27,28 +29,38 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import (
-    EventStore,
-    InterfaceError,
-    Mapper,
-    OperationalError,
-    StoredEvent,
-)
+from eventsourcing.persistence import EventStore, Mapper, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
 
 from commands.libpq import copy_in_transaction, execute_prepared
+from commands.library_internals import (
+    INSERT_RETRY,
+    connection,
+    copy_events_statement,
+    datastore_of,
+    events_of_ids_statement,
+    latest_states_statement,
+    mapper_of,
+    recorder_of,
+    sqlite_events_of_ids_statement,
+    sqlite_latest_states_statement,
+    sqlite_read_id,
+    sqlite_stored_id,
+    transaction,
+    transcoder_of,
+    unseal,
+)
 
 CHUNK = 900  # SQLite allows at most 999 parameters per statement in older builds
-COLUMNS = "originator_id, originator_version, topic, state"
 # One stored event as written: originator id (its 16 bytes), version, topic, state.
 EventRow = tuple[bytes, int, str, bytes]
 # COPY BINARY: signature, flags, header extension length; then rows; then -1 fields.
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
-# A row's 4 fields up to the topic's bytes: uuid (16 bytes), int8 (8 bytes), topic length.
+# A row's 4 fields (library_internals.EVENT_COLUMN_TYPES) up to the topic's bytes:
+# uuid (16 bytes), int8 (8 bytes), topic length.
 COPY_ROW_HEAD = struct.Struct(">hi16siqi")
 COPY_LENGTH = struct.Struct(">i")
 
@@ -58,7 +70,7 @@ def read_stored(events: EventStore[UUID], ids: Collection[UUID]) -> dict[UUID, l
     query; `rebuild` turns them into the aggregate when, and only if, it is needed."""
     found: dict[UUID, list[StoredEvent]] = {aggregate_id: [] for aggregate_id in ids}
     for aggregate_id, its_events in groupby(
-        _stored_events(events.recorder, list(found)), key=lambda e: e.originator_id
+        _stored_events(recorder_of(events), list(found)), key=lambda e: e.originator_id
     ):
         found[aggregate_id] = list(its_events)
     return found
@@ -69,7 +81,7 @@ def rebuild(events: EventStore[UUID], stored: list[StoredEvent]) -> Aggregate | 
     project_aggregate, without its per-event isinstance check against a runtime
     Protocol: that check alone cost a quarter of a read."""
     aggregate = None
-    for event in map(events.mapper.to_domain_event, stored):
+    for event in map(mapper_of(events).to_domain_event, stored):
         aggregate = event.mutate(aggregate)
     return aggregate
 
@@ -80,51 +92,38 @@ def latest_states(
     """The state of each id's latest event of these topics, for those ids that have one.
     Ids are 16 bytes each, in and out: sent as hex text, which both stores read as a
     uuid, and returned as PostgreSQL's uuid_send bytes, so no UUID object is made."""
-    recorder: Any = events.recorder
+    recorder: Any = recorder_of(events)
     iterator = iter(ids)
     found: dict[bytes, bytes] = {}
-    while chunk := [i.hex() for i in islice(iterator, CHUNK)]:
+    while chunk := list(islice(iterator, CHUNK)):
         if isinstance(recorder, PostgresAggregateRecorder):
-            statement = _select_latest(recorder.datastore.schema, recorder.events_table_name)
+            statement = latest_states_statement(recorder)
             with (
-                recorder.datastore.get_connection() as conn,
+                connection(datastore_of(recorder)) as conn,
                 conn.cursor(row_factory=tuple_row) as cursor,
             ):
-                cursor.execute(statement, ("{" + ",".join(chunk) + "}", topics), prepare=True)
+                ids_text = "{" + ",".join([i.hex() for i in chunk]) + "}"
+                cursor.execute(statement, (ids_text, topics), prepare=True)
                 found.update(cursor.fetchall())
             continue
-        statement_text = (
-            f"SELECT originator_id, state FROM {recorder.events_table_name} "
-            f"WHERE originator_id IN ({','.join('?' * len(chunk))}) "
-            f"AND topic IN ({','.join('?' * len(topics))}) "
-            "ORDER BY originator_id, originator_version"
-        )
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement_text, chunk + topics)
+        statement_text = sqlite_latest_states_statement(recorder, len(chunk), len(topics))
+        with transaction(datastore_of(recorder), commit=False) as cursor:
+            cursor.execute(statement_text, [sqlite_stored_id(i) for i in chunk] + topics)
             for row in cursor.fetchall():  # in version order: the latest is kept
-                found[bytes.fromhex(row[0])] = bytes(row[1])
+                found[sqlite_read_id(recorder, row[0]).bytes] = bytes(row[1])
     return found
 
 
 def decode_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
     """A stored event's attributes, as the mapper's to_domain_event decodes them."""
-    return dict(mapper.transcoder.decode(_unsealed(mapper, state)))
+    return dict(transcoder_of(mapper).decode(unseal(mapper, state)))
 
 
 def plain_state(mapper: Mapper[UUID], state: bytes) -> dict[str, Any]:
     """A stored event's attributes as plain JSON values: its typed values (timestamp,
     ids) are left as the transcoder wrote them. For a reader that needs only plain
     fields of an event, and not the event itself."""
-    return dict(orjson.loads(_unsealed(mapper, state)))
-
-
-def _unsealed(mapper: Mapper[UUID], state: bytes) -> bytes:
-    """Decrypted and decompressed, as the mapper's to_domain_event does first."""
-    if mapper.cipher:
-        state = mapper.cipher.decrypt(state)
-    if mapper.compressor:
-        state = mapper.compressor.decompress(state)
-    return state
+    return dict(orjson.loads(unseal(mapper, state)))
 
 
 def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
@@ -132,12 +131,12 @@ def _stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
     if not isinstance(recorder, PostgresAggregateRecorder):
         yield from _sqlite_stored_events(recorder, ids)
         return
-    statement = _select_any(recorder.datastore.schema, recorder.events_table_name)
+    statement = events_of_ids_statement(recorder)
     iterator = iter(ids)
     while chunk := list(islice(iterator, CHUNK)):
         # The ids come back as their 16 bytes and are mapped to the UUIDs asked for.
         asked = {i.bytes: i for i in chunk}
-        with recorder.datastore.get_connection() as conn:
+        with connection(datastore_of(recorder)) as conn:
             result = execute_prepared(conn, statement, [_uuid_array(chunk)])
         value = result.get_value
         for row in range(result.ntuples):
@@ -157,17 +156,13 @@ def _topic(name: bytes) -> str:
 def _sqlite_stored_events(recorder: Any, ids: list[UUID]) -> Iterator[StoredEvent]:
     iterator = iter(ids)
     while chunk := list(islice(iterator, CHUNK)):
-        marks = ",".join("?" * len(chunk))
-        statement = (
-            f"SELECT {COLUMNS} FROM {recorder.events_table_name} "
-            f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
-        )
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in chunk])
+        statement = sqlite_events_of_ids_statement(recorder, len(chunk))
+        with transaction(datastore_of(recorder), commit=False) as cursor:
+            cursor.execute(statement, [sqlite_stored_id(i) for i in chunk])
             rows = cursor.fetchall()
         for row in rows:
             yield StoredEvent(
-                originator_id=recorder.convert_originator_id(row["originator_id"]),
+                originator_id=sqlite_read_id(recorder, row["originator_id"]),
                 originator_version=row["originator_version"],
                 topic=row["topic"],
                 state=bytes(row["state"]),
@@ -229,53 +224,14 @@ def _copy_payload(rows: list[EventRow]) -> bytearray:
 
 
 # Like the recorder's insert_events: a connection broken by a server restart is retried.
-@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+@retry(INSERT_RETRY.errors, max_attempts=INSERT_RETRY.attempts, wait=INSERT_RETRY.wait)
 def _copy_events(recorder: PostgresApplicationRecorder, payload: bytearray) -> None:
-    with recorder.datastore.get_connection() as conn:
+    with connection(datastore_of(recorder)) as conn:
         # The recorder's own statements (lock timeout, LOCK ... IN EXCLUSIVE MODE so
         # notification ids follow commit order, NOTIFY), then the COPY, in one query.
-        copy_in_transaction(conn, _lock_notify_copy(recorder), payload)
-
-
-# Statements are composed once and kept as bytes: psycopg renders a Composed query
-# again on every execute, which cost a tenth of a save and a tenth of a replay.
-@cache  # one recorder per application
-def _lock_notify_copy(recorder: PostgresApplicationRecorder) -> bytes:
-    notify = SQL("NOTIFY {}").format(Identifier(recorder.channel_name))
-    copy = SQL("COPY {}.{} (" + COLUMNS + ") FROM STDIN (FORMAT BINARY)").format(
-        Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
-    )
-    return SQL("; ").join([*recorder.lock_table_statements, notify, copy]).as_bytes(None)
-
-
-@cache
-def _select_any(schema: str, table: str) -> bytes:
-    return (
-        SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version"
-        )
-        .format(Identifier(schema), Identifier(table))
-        .as_bytes(None)
-    )
+        copy_in_transaction(conn, copy_events_statement(recorder), payload)
 
 
 def _uuid_array(ids: list[UUID]) -> bytes:
     """The ids as an array literal, in PostgreSQL's text form."""
     return ("{" + ",".join(map(str, ids)) + "}").encode()
-
-
-@cache
-def _select_latest(schema: str, table: str) -> bytes:
-    # One index probe per id (a lateral join), whatever the planner estimates: `= ANY`
-    # with a thousand ids was planned as a sequential scan of the whole log.
-    return (
-        SQL(
-            "SELECT uuid_send(latest.originator_id), latest.state "
-            "FROM unnest(%s::uuid[]) AS ids(id) CROSS JOIN LATERAL ("
-            "SELECT originator_id, state FROM {}.{} WHERE originator_id = ids.id "
-            "AND topic = ANY(%s) ORDER BY originator_version DESC LIMIT 1) AS latest"
-        )
-        .format(Identifier(schema), Identifier(table))
-        .as_bytes(None)
-    )

@@ -22,27 +22,24 @@ that is cut to RECONNECT_SECONDS so it starts afresh soon after the store return
 The circuit hands connections out itself (`Checkout`), doing what the datastore's
 get_connection does (eventsourcing 9.5.6: open the pool, register its composite types,
 raise psycopg's errors as its own) without three generator context managers on every
-read and write; a library upgrade means comparing the two again."""
+read and write. Those are the library's internals, reached through
+commands/library_internals.py; its contract tests compare the two on an upgrade."""
 
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    NotSupportedError,
-    OperationalError,
-    PersistenceError,
-    ProgrammingError,
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+
+from commands.library_internals import (
+    GetConnection,
+    connection_pool,
+    install_connection_checkout,
+    persistence_error,
+    pooled_connection,
+    return_connection,
 )
-from psycopg.types.composite import register_composite
 
 log = logging.getLogger(__name__)
 
@@ -57,34 +54,16 @@ class StoreUnreachable(PersistenceError):
     """The circuit is open: refused without trying (not retried by the recorder)."""
 
 
-GetConnection = Callable[[], AbstractContextManager[Any]]
-
-# psycopg's errors as the library's datastore raises them (most specific first), so the
-# recorder's retries, the committer's clash handling and the 503 mapping see the same.
-LIBRARY_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
-    (psycopg.InterfaceError, InterfaceError),
-    (psycopg.OperationalError, OperationalError),
-    (psycopg.DataError, DataError),
-    (psycopg.IntegrityError, IntegrityError),
-    (psycopg.InternalError, InternalError),
-    (psycopg.ProgrammingError, ProgrammingError),
-    (psycopg.NotSupportedError, NotSupportedError),
-    (psycopg.DatabaseError, DatabaseError),
-    (psycopg.Error, PersistenceError),
-)
-
-
-def library_error(error: psycopg.Error) -> PersistenceError:
-    kind = next(ours for theirs, ours in LIBRARY_ERRORS if isinstance(error, theirs))
-    return kind(str(error))
-
-
 class Circuit:
     def __init__(self, datastore: Any) -> None:
         self._datastore = datastore
-        self._get_connection: GetConnection = datastore.get_connection  # the library's own
         self._open = threading.Event()
         self._lock = threading.Lock()
+        # From now on the recorders take their connections from the circuit; the
+        # library's own get_connection is kept for the probe.
+        self._get_connection: GetConnection = install_connection_checkout(
+            datastore, self.connection
+        )
 
     @property
     def is_open(self) -> bool:
@@ -98,21 +77,10 @@ class Circuit:
     def getconn(self) -> Any:
         """A pooled connection with the library's composite types registered, as the
         datastore's get_connection prepares it (raises psycopg's errors)."""
-        datastore = self._datastore
-        if datastore.pool.closed:
-            datastore.pool.open(True, datastore.pool_open_timeout or 30.0)
-        conn = datastore.pool.getconn()
-        try:
-            for info in datastore.psycopg_type_adapters.values():
-                if not conn.adapters.types.get(info.oid):
-                    register_composite(info, conn)
-        except BaseException:
-            datastore.pool.putconn(conn)
-            raise
-        return conn
+        return pooled_connection(self._datastore)
 
     def putconn(self, conn: Any) -> None:
-        self._datastore.pool.putconn(conn)
+        return_connection(self._datastore, conn)
 
     def _trip(self, error: BaseException) -> None:
         with self._lock:
@@ -129,7 +97,7 @@ class Circuit:
         refusal = self._refusal()
         if refusal is None:
             self._datastore.pool.check()
-            return library_error(error)
+            return persistence_error(error)
         self._trip(refusal)
         return StoreUnreachable("the store is unreachable; retrying in the background")
 
@@ -165,7 +133,7 @@ class Circuit:
 
 def install(datastore: Any) -> Circuit:
     """Put a circuit in front of an eventsourcing PostgresDatastore, with short timeouts."""
-    pool = datastore.pool
+    pool = connection_pool(datastore)
     pool.timeout = ACQUIRE_SECONDS
     pool.reconnect_timeout = RECONNECT_SECONDS
     pool.kwargs.update(
@@ -177,9 +145,7 @@ def install(datastore: Any) -> Circuit:
         keepalives_interval=2,
         keepalives_count=2,
     )
-    circuit = Circuit(datastore)
-    datastore.get_connection = circuit.connection
-    return circuit
+    return Circuit(datastore)
 
 
 class Checkout:
@@ -203,7 +169,7 @@ class Checkout:
         try:
             self._conn = circuit.getconn()
         except psycopg.Error as error:
-            translated = library_error(error)
+            translated = persistence_error(error)
             if isinstance(translated, OperationalError | InterfaceError):
                 circuit._trip(translated)
             raise translated from error
@@ -216,4 +182,4 @@ class Checkout:
             return
         broken = conn.broken  # read before the pool has it: the pool closes a broken one
         self._circuit.putconn(conn)
-        raise (self._circuit.stale(error) if broken else library_error(error)) from error
+        raise (self._circuit.stale(error) if broken else persistence_error(error)) from error

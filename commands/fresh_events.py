@@ -11,10 +11,11 @@ and encrypted as the mapper would (if the application has a compressor or a ciph
 a change in the aggregates' fields or in the library's event layout changes the templates
 with it; tests/test_directory_import.py compares both paths byte for byte.
 
-It relies on eventsourcing 9.5.6 behaviour beyond its documented API: that
-Mapper.to_stored_event transcodes the event's attributes whole (so each value's encoding
-appears verbatim in the state), and that an event's timestamp is the isoformat of
-create_timestamp(). An upgrade of the library means re-running that test."""
+It relies on eventsourcing 9.5.6 behaviour beyond its documented API, through
+commands/library_internals.py: that Mapper.to_stored_event transcodes the event's
+attributes whole (so each value's encoding appears verbatim in the state), then
+compresses and encrypts (`seal`), and that an event's timestamp is stored as its
+isoformat (`encoded_timestamp`). tests/test_library_contract.py checks both."""
 
 from collections.abc import Callable
 from operator import itemgetter
@@ -25,6 +26,7 @@ from eventsourcing.persistence import Mapper
 
 from aggregates import EmailIndex, Person
 from commands.bulk import EventRow
+from commands.library_internals import encoded_timestamp, is_sealed, seal, transcoder_of
 
 # Values no real row has, each found at most once in a prototype's stored state.
 SENTINEL_ID = 7_304_918_265_530_174_829
@@ -63,8 +65,9 @@ class NewPersonEvents:
 
     def __init__(self, mapper: Mapper[UUID], meta: dict[str, Any]) -> None:
         self._mapper = mapper
-        self._sealed = mapper.compressor is not None or mapper.cipher is not None
-        plain = Mapper(transcoder=mapper.transcoder)  # the templates hold unsealed state
+        self._sealed = is_sealed(mapper)
+        self._encode = transcoder_of(mapper).encode
+        plain = Mapper(transcoder=transcoder_of(mapper))  # the templates hold unsealed state
         person = Person(person_id=SENTINEL_ID, email=SENTINEL_EMAIL, meta=meta)
         index = EmailIndex(email=SENTINEL_EMAIL)
         index.add(SENTINEL_ID)
@@ -72,7 +75,7 @@ class NewPersonEvents:
         for event in [*person.collect_events(), *index.collect_events()]:
             stored = plain.to_stored_event(event)
             sentinels = (
-                event.timestamp.isoformat().encode(),
+                encoded_timestamp(event.timestamp),
                 str(SENTINEL_ID).encode(),
                 SENTINEL_EMAIL.encode(),
             )
@@ -83,7 +86,7 @@ class NewPersonEvents:
     def timestamp() -> bytes:
         """Now, as the events' timestamps are stored (the caller takes one a batch: the
         aggregates would give each event its own, microseconds apart)."""
-        return Person.Registered.create_timestamp().isoformat().encode()  # type: ignore[attr-defined,no-any-return]
+        return encoded_timestamp(Person.Registered.create_timestamp())  # type: ignore[attr-defined]
 
     def rows(
         self, person_id: int, email: str, person: bytes, index: bytes, timestamp: bytes
@@ -93,7 +96,7 @@ class NewPersonEvents:
         values = (
             timestamp,
             str(person_id).encode(),
-            self._mapper.transcoder.encode(email)[1:-1],  # a JSON string, unquoted
+            self._encode(email)[1:-1],  # a JSON string, unquoted
         )
         (v1, topic1, registered), (v2, topic2, created), (v3, topic3, indexed) = self._events
         rows = [
@@ -102,13 +105,6 @@ class NewPersonEvents:
             (index, v3, topic3, indexed.fill(values)),
         ]
         if self._sealed:
-            return [(o, v, t, self._seal(state)) for o, v, t, state in rows]
+            mapper = self._mapper
+            return [(o, v, t, seal(mapper, state)) for o, v, t, state in rows]
         return rows
-
-    def _seal(self, state: bytes) -> bytes:
-        """Compressed and encrypted as the mapper's to_stored_event does."""
-        if self._mapper.compressor:
-            state = self._mapper.compressor.compress(state)
-        if self._mapper.cipher:
-            state = self._mapper.cipher.encrypt(state)
-        return state

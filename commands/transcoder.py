@@ -8,15 +8,22 @@ so what is written stays byte-for-byte what the library writes. A document orjso
 did not read exactly as written is decoded by the library as before: one it refuses,
 and one it reads differently (an integer beyond 64 bits becomes a float there), which
 shows as orjson writing it back differently. The library's encoder writes compact,
-unescaped UTF-8 as orjson does, so for our events the check is one cheap comparison."""
+unescaped UTF-8 as orjson does, so for our events the check is one cheap comparison.
+The library's hook and its typed-value layout are internals: commands/library_internals.py."""
 
 from typing import Any
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder
 
+from commands.library_internals import DATA_KEY, TYPE_KEY, TYPE_KEY_JSON, typed_value_decoder
+
 
 class OrjsonDecodingTranscoder(JSONTranscoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self._decode_typed = typed_value_decoder(self)  # the library's object hook
+
     def decode(self, data: bytes) -> Any:
         try:
             parsed = orjson.loads(data)
@@ -28,7 +35,7 @@ class OrjsonDecodingTranscoder(JSONTranscoder):
         # bytes (a string holding the text has its quotes escaped) says how many there
         # are. Nearly every event has one or two, at the top (its timestamp, an id):
         # reviving those in place is all the object hook would have done.
-        typed = data.count(b'"_type_"')
+        typed = data.count(TYPE_KEY_JSON)
         if typed and type(parsed) is dict:
             typed -= self._revive_top(parsed)
         if typed:
@@ -43,10 +50,10 @@ class OrjsonDecodingTranscoder(JSONTranscoder):
             if (
                 type(value) is dict
                 and len(value) == 2
-                and "_type_" in value
-                and type(value.get("_data_")) is str
+                and TYPE_KEY in value
+                and type(value.get(DATA_KEY)) is str
             ):
-                state[name] = self._decode_obj(value)
+                state[name] = self._decode_typed(value)
                 revived += 1
         return revived
 
@@ -56,7 +63,7 @@ class OrjsonDecodingTranscoder(JSONTranscoder):
             for name, inner in value.items():
                 if isinstance(inner, dict | list):
                     value[name] = self._revive(inner)
-            return self._decode_obj(value)
+            return self._decode_typed(value)
         if isinstance(value, list):
             return [
                 self._revive(inner) if isinstance(inner, dict | list) else inner for inner in value

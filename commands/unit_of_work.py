@@ -9,6 +9,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from commands.bulk import plain_state, read_stored, rebuild
+from commands.library_internals import event_store_of, mapper_of
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -18,6 +19,7 @@ class UnitOfWork:
         self, repository: Repository[Any], seed: dict[UUID, Aggregate | None] | None = None
     ) -> None:
         self._repository = repository
+        self._events = event_store_of(repository)
         self._aggregates: dict[UUID, Aggregate | None] = dict(seed or {})
         self._read: dict[UUID, list[StoredEvent]] = {}  # read together, rebuilt when used
 
@@ -25,7 +27,7 @@ class UnitOfWork:
         """The aggregate as this transaction sees it, or None if it does not exist."""
         if aggregate_id not in self._aggregates and aggregate_id in self._read:
             stored = self._read.pop(aggregate_id)
-            self._aggregates[aggregate_id] = rebuild(self._repository.event_store, stored)
+            self._aggregates[aggregate_id] = rebuild(self._events, stored)
         if aggregate_id not in self._aggregates:
             try:
                 self._aggregates[aggregate_id] = self._repository.get(aggregate_id)
@@ -40,14 +42,14 @@ class UnitOfWork:
         rebuilds only its delivery record, never the person read beside it)."""
         missing = [i for i in aggregate_ids if i not in self._aggregates and i not in self._read]
         if missing:
-            self._read.update(read_stored(self._repository.event_store, missing))
+            self._read.update(read_stored(self._events, missing))
 
     def created_state(self, aggregate_id: UUID) -> dict[str, Any] | None:
         """The plain attributes of the first event of an aggregate read_many() read and
         get() has not rebuilt (bulk.plain_state), or None if it does not exist: for an
         aggregate never changed after it is created, read without rebuilding it."""
         stored = self._read[aggregate_id]
-        return plain_state(self._repository.event_store.mapper, stored[0].state) if stored else None
+        return plain_state(mapper_of(self._events), stored[0].state) if stored else None
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate

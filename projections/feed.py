@@ -150,12 +150,7 @@ class Feed:
         (later: calls made between the two would never be sent). The first mark stands."""
         head = self.head()
         with self.views.write() as cursor:
-            self.views.execute(
-                cursor,
-                f"INSERT INTO {self.views.tracking_table} (application_name, notification_id) "
-                "VALUES (%s, %s) ON CONFLICT (application_name) DO NOTHING",
-                (self.name, head),
-            )
+            self.views.execute(cursor, self.views.tracking.begin, (self.name, head))
 
     def interrupt(self) -> None:
         self._stop.set()
@@ -285,13 +280,7 @@ class Feed:
             self.views.advance(cursor, self.name, position)
 
     def _has_position(self) -> bool:
-        with self.views.read() as cursor:
-            self.views.execute(
-                cursor,
-                f"SELECT 1 FROM {self.views.tracking_table} WHERE application_name=%s",
-                (self.name,),
-            )
-            return cursor.fetchone() is not None
+        return self.views.has_position(self.name)
 
 
 def backoff(attempt: int) -> float:

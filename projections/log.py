@@ -4,7 +4,9 @@ It does what the library's `select_notifications` does at a fraction of the cost
 which in a rebuild of the whole log was most of what was left: on PostgreSQL the rows
 come as plain tuples (no dict, no dataclass, the originator id as text). The library's
 `Mapper.to_domain_event` decodes them (the application's transcoder parses with
-orjson: commands/transcoder.py); on SQLite the library reads them too.
+orjson: commands/transcoder.py); on SQLite the library reads them too. The events
+table's layout, and the mapper's taking these rows, are the library's internals
+(commands/library_internals.py).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import args_row
 
+from commands.library_internals import connection, datastore_of, notifications_statement
 from commands.read_ahead import in_background
 
 Window = TypeVar("Window")
@@ -49,19 +52,13 @@ def read_log(recorder: Any, start: int, stop: int, topics: Sequence[str] = ()) -
         return recorder.select_notifications(
             start, max(stop - start + 1, 1), stop=stop, topics=list(topics)
         )
-    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
-    statement = (
-        "SELECT notification_id, originator_id::text, originator_version, topic, state "
-        f"FROM {table} WHERE notification_id >= %s AND notification_id <= %s"
-    )
+    statement = notifications_statement(recorder, topics=bool(topics))
     params: list[Any] = [start, stop]
     if topics:
-        statement += " AND topic = ANY(%s)"
         params.append(list(topics))
-    statement += " ORDER BY notification_id"
     with (
-        recorder.datastore.get_connection() as connection,
-        connection.cursor(row_factory=args_row(Note), binary=True) as cursor,
+        connection(datastore_of(recorder)) as conn,
+        conn.cursor(row_factory=args_row(Note), binary=True) as cursor,
     ):
         cursor.execute(statement, params, prepare=True)
         return cursor.fetchall()

@@ -19,6 +19,7 @@ from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from commands.library_internals import note_decoder
 from projections.log import read_ahead, read_log
 from projections.store import StalePosition, ViewsMixin
 
@@ -61,7 +62,7 @@ class TableProjection:
         self.t = views.table
         self._rebuilding_to: int | None = None
         self._reported = 0.0
-        self._decoder = app.mapper.to_domain_event
+        self._decoder = note_decoder(app.mapper)  # it decodes log.read_log's light rows
         self._fault_recorded: bool | None = None  # None: unknown until the first batch
         self.check()
 

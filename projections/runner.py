@@ -22,13 +22,13 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from commands.application import OpsApplication
+from commands.library_internals import application_notify_channel
 from commands.store import Store
 from projections.projection import Halted
 from projections.store import advisory_key
 
 log = logging.getLogger("pm_ops.projections")
-
-EVENTS_CHANNEL = "pmops_events"  # PostgreSQL: the events table's name is its NOTIFY channel
 
 
 class Follower(Protocol):
@@ -78,6 +78,8 @@ class PostgresLock:
             "-c tcp_keepalives_count=2",
         }
         self._key = advisory_key("projection", str(store.schema), name)
+        # The channel the application's recorder NOTIFYs on every write.
+        self._channel = application_notify_channel(OpsApplication.name)
         self._conn: psycopg.Connection[Any] | None = None
 
     def try_acquire(self) -> bool:
@@ -87,7 +89,7 @@ class PostgresLock:
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
             if not (row and row[0]):
                 return False
-            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             return True
         except psycopg.Error as error:
             log.warning("projection lock: PostgreSQL unreachable (%s)", type(error).__name__)

@@ -7,7 +7,9 @@ so each event is applied exactly once. Positions live in the library's
 tracking table, one row per projection (never truncated: its migration row
 matters); the layout version each projection's tables were built with lives in
 `ops_projection_versions`. Each read model's own tables and queries live in its
-module (state.py, audit.py, chain.py).
+module (state.py, audit.py, chain.py). The tracking table's layout, the datastore's
+transactions and the library's `_insert_tracking` are its internals, reached through
+commands/library_internals.py.
 """
 
 import hashlib
@@ -22,6 +24,14 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.rows import tuple_row
 
+from commands.library_internals import (
+    TrackingStatements,
+    datastore_of,
+    insert_tracking,
+    tracking_statements,
+    tracking_table,
+    transaction,
+)
 from commands.store import Store
 
 CONTROL_DDL = """
@@ -60,17 +70,22 @@ class ViewsMixin:
     """SQL helpers common to both stores. Statements are written with %s."""
 
     is_postgres: bool
-    datastore: Any
     store: Store
     table: Callable[[str], str]
-    tracking_table: str
+    tracking: TrackingStatements  # our statements on the library's tracking table
+
+    def _set_up_views(self, store: Store) -> None:
+        """What both stores' views set up once their recorder is made."""
+        self.store = store
+        self.table = store.table
+        self.tracking = tracking_statements(tracking_table(self))
 
     def sql(self, statement: str) -> str:
         return statement if self.is_postgres else statement.replace("%s", "?")
 
     @contextmanager
     def write(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as cursor:
+        with transaction(datastore_of(self), commit=True) as cursor:
             yield cursor
 
     @contextmanager
@@ -78,7 +93,7 @@ class ViewsMixin:
         """A consistent snapshot: every SELECT inside sees the same instant. Rows are
         read by column name, or with `tuples` by position only (no dict per row on
         PostgreSQL: for reads of the whole log's worth)."""
-        with self.datastore.transaction(commit=False) as cursor:
+        with transaction(datastore_of(self), commit=False) as cursor:
             if self.is_postgres:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 if tuples:
@@ -145,38 +160,34 @@ class ViewsMixin:
     # --- positions --------------------------------------------------------
 
     def position(self, name: str, cursor: Any | None = None) -> int:
-        statement = f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=%s"
         if cursor is None:
             with self.read() as c:
-                self.execute(c, statement, (name,))
+                self.execute(c, self.tracking.position, (name,))
                 row = c.fetchone()
         else:
-            self.execute(cursor, statement, (name,))
+            self.execute(cursor, self.tracking.position, (name,))
             row = cursor.fetchone()
-        return int(row["notification_id"]) if row else 0
+        return int(row["position"]) if row else 0
+
+    def has_position(self, name: str) -> bool:
+        """Whether this projection has a position yet (even 0)."""
+        with self.read() as cursor:
+            self.execute(cursor, self.tracking.position, (name,))
+            return cursor.fetchone() is not None
 
     def claim(self, cursor: Any, name: str, expected: int) -> None:
         """Start a write: lock this projection's tracking row and check that nobody
         advanced it since we read it (a second guard behind the runner lock)."""
-        self.execute(
-            cursor,
-            f"INSERT INTO {self.tracking_table} (application_name, notification_id) "
-            "VALUES (%s, 0) ON CONFLICT (application_name) DO NOTHING",
-            (name,),
-        )
+        self.execute(cursor, self.tracking.start, (name,))
         lock = " FOR UPDATE" if self.is_postgres else ""
-        self.execute(
-            cursor,
-            f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=%s{lock}",
-            (name,),
-        )
+        self.execute(cursor, self.tracking.position + lock, (name,))
         row = cursor.fetchone()
-        current = int(row["notification_id"]) if row else 0
+        current = int(row["position"]) if row else 0
         if current != expected:
             raise StalePosition(f"{name}: expected position {expected}, found {current}")
 
     def advance(self, cursor: Any, name: str, position: int) -> None:
-        self._insert_tracking(cursor, Tracking(name, position))  # type: ignore[attr-defined]
+        insert_tracking(self, cursor, Tracking(name, position))
 
     def reset(self, name: str, statements: list[str], version: int) -> None:
         """Start one projection again from nothing: run `statements` (drop and
@@ -188,9 +199,7 @@ class ViewsMixin:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
             for statement in statements:
                 cursor.execute(statement)
-            self.execute(
-                cursor, f"DELETE FROM {self.tracking_table} WHERE application_name=%s", (name,)
-            )
+            self.execute(cursor, self.tracking.forget, (name,))
             self._record_version(cursor, name, version)
 
     # --- layout versions ----------------------------------------------------
@@ -270,12 +279,10 @@ class ViewsMixin:
 
 class SQLiteViews(ViewsMixin, SQLiteTrackingRecorder):
     is_postgres = False
-    tracking_table = "tracking"
 
     def __init__(self, datastore: Any, store: Store) -> None:
         super().__init__(datastore)
-        self.store = store
-        self.table = store.table
+        self._set_up_views(store)
 
 
 class PostgresViews(ViewsMixin, PostgresTrackingRecorder):
@@ -283,14 +290,12 @@ class PostgresViews(ViewsMixin, PostgresTrackingRecorder):
 
     def __init__(self, datastore: Any, store: Store) -> None:
         super().__init__(datastore, tracking_table_name="pmops_tracking")
-        self.store = store
-        self.table = store.table
-        self.tracking_table = store.table("pmops_tracking")
+        self._set_up_views(store)
 
 
 def open_views(app: Any, store: Store) -> ViewsMixin:
     """Views over the application's own datastore (one pool for everything)."""
-    datastore = app.recorder.datastore
+    datastore = datastore_of(app.recorder)
     if store.is_postgres:
         return PostgresViews(datastore, store)
     return SQLiteViews(datastore, store)
