@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from commands.library_internals import note_decoder
 from projections.log import read_ahead, read_log
 
 
@@ -45,7 +46,7 @@ def replay(
     raised: a corrupted record must not hide the rest."""
     head = app.recorder.max_notification_id() or 0
     replayed = Replayed(position=head if stop is None else min(stop, head))
-    decode = app.mapper.to_domain_event
+    decode = note_decoder(app.mapper)  # it decodes log.read_log's light rows
     topics = sorted(frozenset().union(*(model.topics for model in models)))
     for note in notifications(app, stop=replayed.position, batch=batch, topics=topics):
         try:

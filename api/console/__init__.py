@@ -16,6 +16,7 @@ from api.console import pages
 from api.console.auth import COOKIE_PATH, SESSION_COOKIE, Auth
 from api.console.reads import Reads
 from api.console.store import ConsoleStore
+from commands.library_internals import datastore_of
 
 log = logging.getLogger("pm_ops.console")
 
@@ -30,7 +31,7 @@ SECURITY_HEADERS = {
 
 
 def console_store(services: Services) -> ConsoleStore:
-    return ConsoleStore(services.app.recorder.datastore, services.config.store)  # type: ignore[attr-defined]
+    return ConsoleStore(datastore_of(services.app.recorder), services.config.store)
 
 
 class ConsoleGuard:

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import orjson
 
+from commands.library_internals import transaction
 from commands.store import Store
 
 IDLE_SECONDS = 12 * 3600
@@ -80,7 +81,7 @@ class ConsoleStore:
 
     def _run(self, statement: str, params: tuple[Any, ...] = (), *, fetch: bool = False) -> Any:
         sql = statement.format(sessions=self._sessions, runs=self._runs, p=self._placeholder)
-        with self._datastore.transaction(commit=not fetch) as cursor:
+        with transaction(self._datastore, commit=not fetch) as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if fetch else None
 
