@@ -57,6 +57,24 @@ def config(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Config]:
 
 
 @pytest.fixture
+def checkpoint_key(tmp_path: Any) -> str:
+    """An Ed25519 signing key in PEM, as `openssl genpkey -algorithm ed25519` writes it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    path = tmp_path / f"checkpoint-{uuid.uuid4().hex[:6]}.pem"
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    path.write_bytes(pem)
+    return str(path)
+
+
+@pytest.fixture
 def services(config: Config) -> Iterator[Services]:
     built = build_services(config)
     yield built

@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -109,6 +110,8 @@ EVERY_TABLE = (
     "ops_audit_emails",
     "ops_chain",
     "ops_activity",
+    "ops_tree_leaves",
+    "ops_tree_nodes",
 )
 
 
@@ -123,7 +126,7 @@ def every_row(app: Any, config: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_a_rebuild_makes_every_table_as_following_the_log_one_call_at_a_time_did(
-    config, services, client, directory
+    config, services, client, directory, checkpoint_key
 ):
     """The live runners apply each call's events as they come (a batch or two per
     call, 500 positions at most); a rebuild folds 5,000 positions into a transaction. Over a log with
@@ -132,7 +135,8 @@ def test_a_rebuild_makes_every_table_as_following_the_log_one_call_at_a_time_did
     and revoked, refused calls, communities created and renamed) both give the same
     rows, in every table of every projection."""
     app, person, other = services.app, directory.person_id, directory.other_person_id
-    running = start_projections(config, tuple(DB_PROJECTIONS), poll_seconds=0.02)
+    signing = replace(config, checkpoint_key=checkpoint_key)  # the tree runs only with a key
+    running = start_projections(signing, tuple(DB_PROJECTIONS), poll_seconds=0.02)
     many = [PersonRow(line, new_id(), f"bulk{line}@example.com") for line in range(2, 2500)]
     steps = [
         lambda: app.import_people(many),  # 7,500 events: batches read ahead, both ways
@@ -213,7 +217,11 @@ def test_status_shows_position_head_and_lag(config, services, client, directory)
     result = invoke(config, "projections", "status", "--format", "json")
     assert result.exit_code == 0, result.output
     rows = {r["projection"]: r for r in map(orjson.loads, result.stdout.splitlines())}
-    assert set(rows) == {"state", "audit", "chain", "activity", "slack", "customerio"}
+    assert set(rows) == {
+        *("state", "audit", "chain", "activity", "checkpoints", "slack", "customerio"),
+        *("witness-directory", "witness-s3", "witness-slack", "witness-tsa"),
+    }
+    assert "set OPS_CHECKPOINT_KEY" in rows["checkpoints"]["runner"]  # off, and says so
     head = services.app.recorder.max_notification_id()
     assert (
         rows["state"]["head"] == head and rows["state"]["lag"] == head - rows["state"]["position"]
