@@ -48,6 +48,13 @@ class Metrics:
             multiprocess_mode="livemostrecent",
         )
 
+        self.checkpoint_alarms: Any = Counter(
+            "pm_ops_checkpoint_alarms",
+            "Checkpoints a witness refused because they contradict what it holds",
+            ["witness"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from commands.store import Store
 from projections.chain import LogAltered
-from projections.feeds import FEEDS, FeedOff, build_feed
+from projections.feeds import FEEDS, WITNESSES, FeedOff, build_feed
 from projections.projection import REBUILD_BATCH, Halted, TableProjection
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
@@ -80,6 +80,7 @@ def start_projections(
     standby_seconds: float = 1.0,
     slack_interval: float = 1.0,
     on_lag: Callable[[str, int], None] | None = None,
+    on_alarm: Callable[[str], None] | None = None,
 ) -> RunningProjections:
     """Start one runner thread per projection (each active only while it holds
     that projection's lock); returns a handle whose stop() ends them. A runner
@@ -95,7 +96,11 @@ def start_projections(
     views = open_views(app, settings.store)
     running = RunningProjections(app, owns_app=owns_app)
     for name in names:
-        options = {"min_interval": slack_interval} if name == "slack" else {}
+        options: dict[str, Any] = {}
+        if name == "slack":
+            options = {"min_interval": slack_interval}
+        elif name in WITNESSES:
+            options = {"on_alarm": on_alarm}
         try:
             follower = build_follower(app, settings, views, name, **options)
         except FeedOff as off:

@@ -24,7 +24,7 @@ from typing import Any
 
 from projections.checkpoints import StoredCheckpoint, TreeView
 from projections.feed import Change, DeliveryFailed, describe
-from projections.merkle import consistency_proof
+from projections.merkle import consistency_proof, tree_root
 from projections.slack import SlackSettings, SlackSink
 from projections.store import ViewsMixin
 from projections.times import iso
@@ -103,8 +103,36 @@ class StoreWitness(WitnessBase):
         self.name = f"witness-{store.name}"
 
     def recover(self) -> int | None:
+        """The size of the last checkpoint held, once it is known to agree with our tree
+        (a witness holding another history raises the alarm instead of being skipped)."""
         latest = self.store.latest()
-        return latest[0] if latest is not None else None
+        if latest is None:
+            return None
+        size, note = latest
+        try:
+            held = open_note(note, self.verifier_key())
+        except NoteError as error:
+            return self.refused_held(
+                size, f"the note it holds for size {size} is not ours ({error})"
+            )
+        with self.tree.views.read() as cursor:
+            tree_size = self.tree.size(cursor)
+            if tree_size < size:
+                return self.refused_held(
+                    size,
+                    f"it holds a checkpoint of size {size} but the tree has only {tree_size} "
+                    "events: the database is behind what was published",
+                )
+            root = tree_root(size, self.tree.reader(cursor))
+        if root != held.root:
+            return self.refused_held(
+                size, f"the checkpoint of size {size} it holds has another root than the log's"
+            )
+        return size
+
+    def refused_held(self, size: int, reason: str) -> int:
+        self.alarm(self.name, size, reason)
+        raise DeliveryFailed(f"the checkpoint of size {size} it holds: {reason}")
 
     def deliver(self, changes: list[Change], first: int, last: int) -> None:
         accepted: int | None = None

@@ -170,6 +170,7 @@ def run(config: Config, names: tuple[str, ...], once: bool, poll: float) -> None
             app=services.app,
             poll_seconds=poll,
             on_lag=gauges.report if gauges else None,
+            on_alarm=gauges.alarm if gauges else None,
         )
         if gauges is not None:
             gauges.followers = {runner.name: runner.follower for runner in running.runners}
@@ -192,11 +193,15 @@ class _Gauges:
         metrics = Metrics()
         self.lag = metrics.projection_lag
         self.failures = metrics.feed_failures
+        self.alarms = metrics.checkpoint_alarms
         self.followers: dict[str, Any] = {}
 
     @classmethod
     def create(cls) -> "_Gauges | None":
         return cls() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+
+    def alarm(self, witness: str) -> None:
+        self.alarms.labels(witness=witness).inc()
 
     def report(self, name: str, lag: int) -> None:
         self.lag.labels(projection=name).set(lag)
