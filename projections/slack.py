@@ -196,8 +196,9 @@ class SlackSink:
         channel = self.channel_id()
         if channel is None:
             log.warning(
-                "feed slack: cannot find channel %s to check for earlier posts; "
+                "feed %s: cannot find channel %s to check for earlier posts; "
                 "a post interrupted by a crash might be repeated",
+                self.name,
                 self.channel,
             )
             return None

@@ -312,8 +312,8 @@ def test_a_key_file_that_cannot_be_used_is_a_clear_error_at_start(config, tmp_pa
         assert says in done.stderr and "Traceback" not in done.stderr
 
 
-def status_of(config) -> dict[str, dict[str, Any]]:
-    result = ok(pm_ops(config, "projections", "status", "--format", "json"))
+def status_of(config, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    result = ok(pm_ops(config, "projections", "status", "--format", "json", env=env))
     return {row["projection"]: row for row in map(orjson.loads, result.stdout.splitlines())}
 
 
