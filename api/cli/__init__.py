@@ -28,6 +28,7 @@ COMMAND_MODULES = (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pm-ops", message="pm-ops %(version)s")
 @click.option("--database-url", envvar="OPS_DATABASE_URL", help="Overrides OPS_DATABASE_URL.")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
