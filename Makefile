@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP)
 		{ apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }; } || \
 		{ echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu) or brew install wrk"; exit 1; }
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/checkpoints.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis test-artifacts

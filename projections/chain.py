@@ -15,13 +15,18 @@ from projections.store import ViewsMixin
 GENESIS = "0" * 64
 
 
-def content_hash(note: Any) -> str:
-    """A digest of one stored event: its position, identity, topic and content."""
+def content_digest(note: Any) -> bytes:
+    """A digest of one stored event: its position, identity, topic and content (the chain
+    keeps it in hex; it is also the event's leaf in the checkpoints' tree)."""
     state = note.state
     if type(state) is not bytes:
         state = state.encode() if isinstance(state, str) else bytes(state)
     head = f"{note.id}\n{note.originator_id}\n{note.originator_version}\n{note.topic}\n"
-    return sha256(head.encode() + state).hexdigest()  # one call: this runs per event
+    return sha256(head.encode() + state).digest()  # one call: this runs per event
+
+
+def content_hash(note: Any) -> str:
+    return content_digest(note).hex()
 
 
 def chain_hash(previous: str, content: str) -> str:

@@ -15,6 +15,7 @@ signed checkpoint of it every OPS_CHECKPOINT_INTERVAL seconds that the log grew.
 """
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from projections.chain import content_digest
 from projections.feed import FeedOff
 from projections.merkle import CompactRange, Node, tree_root
 from projections.projection import Halted, LogAltered, TableProjection
@@ -36,6 +38,11 @@ log = logging.getLogger("pm_ops.projections")
 
 NAME = "checkpoints"
 KEY_VARIABLE = "OPS_CHECKPOINT_KEY"
+# PostgreSQL's COPY BINARY framing (signature, flags, header extension; rows; -1 fields),
+# and a row of each tree table: its field count, then each field's length and value.
+COPY_HEADER, COPY_TRAILER = b"PGCOPY\n\xff\r\n\x00" + bytes(8), b"\xff\xff"
+LEAF_ROW = struct.Struct("!hiqiqi")  # 3 fields: idx bigint, position bigint, hash (32 bytes)
+NODE_ROW = struct.Struct("!hihiqi")  # 3 fields: level smallint, idx bigint, hash (32 bytes)
 
 
 class KeyUnavailable(Halted):
@@ -188,7 +195,7 @@ class TreeProjection(TableProjection):
         expected = self.expected()
         leaves, nodes = [], []
         for position, note in events:
-            completed = edge.append(bytes.fromhex(content_hash(note)))
+            completed = edge.append(content_digest(note))
             level0 = completed[0]
             leaves.append((level0[1], position, level0[2]))
             nodes += completed[1:]
@@ -249,10 +256,9 @@ class TreeProjection(TableProjection):
         return signed
 
 
-def content_hash(note: Any) -> str:
-    from projections.chain import content_hash as chained
-
-    return chained(note)
+def copy_binary(cursor: Any, statement: str, rows: bytes) -> None:
+    with cursor.copy(f"{statement} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(COPY_HEADER + rows + COPY_TRAILER)
 
 
 def checkpoint_ddl(views: ViewsMixin) -> list[str]:
@@ -315,23 +321,24 @@ class TreeView:
         return read
 
     def store(
-        self, cursor: Any, leaves: list[tuple[Any, ...]], nodes: list[tuple[Any, ...]]
+        self, cursor: Any, leaves: list[tuple[int, int, bytes]], nodes: list[tuple[int, int, bytes]]
     ) -> None:
-        blob = "bytea" if self.views.is_postgres else "blob"
-        self.views.execute_rows(
-            cursor,
-            f"INSERT INTO {self.views.table('ops_tree_leaves')} (idx, position, hash) "
-            "SELECT idx, position, hash FROM {rows}",
-            (("idx", "bigint"), ("position", "bigint"), ("hash", blob)),
-            leaves,
-        )
-        self.views.execute_rows(
-            cursor,
-            f"INSERT INTO {self.views.table('ops_tree_nodes')} (level, idx, hash) "
-            "SELECT level, idx, hash FROM {rows}",
-            (("level", "smallint"), ("idx", "bigint"), ("hash", blob)),
-            nodes,
-        )
+        """New leaves (index, position, leaf hash) and nodes (level, index, hash): on
+        PostgreSQL one binary COPY each (the rows are new: their indexes follow the stored
+        size), on SQLite `executemany`."""
+        leaves_table = self.views.table("ops_tree_leaves")
+        nodes_table = self.views.table("ops_tree_nodes")
+        if not self.views.is_postgres:
+            cursor.executemany(f"INSERT INTO {leaves_table} VALUES (?, ?, ?)", leaves)
+            cursor.executemany(f"INSERT INTO {nodes_table} VALUES (?, ?, ?)", nodes)
+            return
+        leaf_row, node_row = LEAF_ROW.pack, NODE_ROW.pack
+        if leaves:
+            payload = b"".join(leaf_row(3, 8, i, 8, p, 32) + h for i, p, h in leaves)
+            copy_binary(cursor, f"COPY {leaves_table} (idx, position, hash)", payload)
+        if nodes:
+            payload = b"".join(node_row(3, 2, level, 8, i, 32) + h for level, i, h in nodes)
+            copy_binary(cursor, f"COPY {nodes_table} (level, idx, hash)", payload)
 
     def position_of(self, cursor: Any, index: int) -> int:
         self.views.execute(

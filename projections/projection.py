@@ -209,9 +209,10 @@ class TableProjection:
     ) -> int:
         """Process everything up to the head of the log; returns how many log
         positions were passed (events of other topics included)."""
-        if batch is None:
-            batch = LIVE_BATCH if self._rebuilding_to is None else REBUILD_BATCH
         head = self.head() if head is None else head
+        if batch is None:  # far behind (a first run on an old log): batches of a rebuild's size
+            behind = head - self.position() > REBUILD_BATCH
+            batch = REBUILD_BATCH if self._rebuilding_to is not None or behind else LIVE_BATCH
         windows: list[tuple[int, int]] = []  # (after, up to): a batch is `batch` positions
         after = self.position()
         while after < head and (max_batches is None or len(windows) < max_batches):

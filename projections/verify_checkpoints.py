@@ -8,7 +8,7 @@ first checkpoint the log no longer matches is named with the file that holds it.
 
 from dataclasses import dataclass, field
 
-from projections.chain import content_hash
+from projections.chain import content_digest
 from projections.merkle import CompactRange
 from projections.replay import notifications
 from projections.transparency import Checkpoint, NoteError, open_note
@@ -77,7 +77,7 @@ def verify_checkpoints(app: object, witnessed: Witnessed) -> CheckpointReport:
     for note in notifications(app, stop=head):
         if size is None:
             break
-        edge.append(bytes.fromhex(content_hash(note)))
+        edge.append(content_digest(note))
         while size is not None and edge.size == size:
             if any(p.checkpoint.root != edge.root() for p in published[size]):
                 mismatched.append(size)

@@ -1,0 +1,186 @@
+"""`make bench`, signed checkpoints (issue 18): how the checkpoint tree keeps up and what
+a proof and `verify` against the published checkpoints cost, on PostgreSQL.
+
+    .venv/bin/python bench/checkpoints.py      (make bench runs it after bench/run.py)
+
+1. A log of about OPS_BENCH_CHECKPOINT_EVENTS events (default 1,000,000: a third as many
+   people imported, three events each), then `pm-ops projections run --once --only
+   checkpoints`: the tree of the whole log built and the first checkpoint signed (an old
+   store's upgrade is exactly this), in seconds and events/s, with peak RSS.
+2. A proof on that log: `inclusion_document` in-process (the CLI's work without the
+   process start), the median and the worst of 50 random positions, in ms.
+3. `pm-ops verify` with the witness directory configured (every note checked, the tree
+   rebuilt from the events) against `pm-ops verify` without it, in events/s.
+4. Lag under load: `pm-ops serve` with its projections and checkpoints every second, and wrk
+   calling with new keys at OPS_BENCH_CHECKPOINT_RATE a second (default 1,000; each
+   connection paces itself) for OPS_BENCH_CHECKPOINT_SECONDS (default 20); every 0.25 s the
+   log's head and the tree's position are sampled, and the lag is how long ago the head
+   passed the position the tree has reached.
+"""
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.run import fresh_schema, run_cli  # noqa: E402
+from tests.server import free_port, launched, pm_ops  # noqa: E402
+
+EVENTS = int(os.environ.get("OPS_BENCH_CHECKPOINT_EVENTS", "1000000"))
+LOAD_SECONDS = int(os.environ.get("OPS_BENCH_CHECKPOINT_SECONDS", "20"))
+LOAD_RATE = int(os.environ.get("OPS_BENCH_CHECKPOINT_RATE", "1000"))
+PACE_CONNECTIONS = 32
+PACED = ROOT / "bench" / "wrk" / "paced_add_member.lua"
+PROOFS = 50
+
+
+def signing_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    key = workdir / "checkpoint-key.pem"
+    key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+    )
+    witness = workdir / "witness"
+    witness.mkdir()
+    return {**env, "OPS_CHECKPOINT_KEY": str(key), "OPS_CHECKPOINT_DIR": str(witness)}
+
+
+def import_people(env: dict[str, str], workdir: Path, people: int) -> None:
+    path, communities = workdir / "people.csv", workdir / "communities.csv"
+    with path.open("w") as out:
+        out.write("id,email\n")
+        for person in range(1, people + 1):
+            out.write(f"{person},p{person}@example.com\n")
+    communities.write_text("id,name\n1,Bench\n")
+    run_cli(env, "directory", "import", "--people", str(path), "--communities", str(communities))
+
+
+def tree_report(env: dict[str, str]) -> list[str]:
+    _, _, status = run_cli(env, "projections", "status", "--format", "json")
+    head = max(int(line.split('"head":')[1].split(",")[0]) for line in status.splitlines())
+    seconds, rss, _ = run_cli(env, "projections", "run", "--once", "--only", "checkpoints")
+    return [
+        f"checkpoint tree of {head:,} events built and signed: {seconds:.1f} s "
+        f"({head / seconds:,.0f} events/s), peak RSS {rss:.0f} MB (target < 30 s)"
+    ]
+
+
+def proof_report(env: dict[str, str]) -> list[str]:
+    os.environ.update(env)
+    from api.bootstrap import bootstrap
+    from api.config import Config
+    from projections.proofs import inclusion_document
+
+    timings = []
+    with bootstrap(Config.from_env()) as services:
+        latest = services.read_models.tree.latest()
+        assert latest is not None, "no checkpoint was signed"
+        for _ in range(PROOFS):
+            position = random.randint(1, latest.position)
+            started = time.perf_counter()
+            inclusion_document(services.app, services.read_models.tree, position)
+            timings.append((time.perf_counter() - started) * 1000)
+    return [
+        f"inclusion proof on {latest.size:,} events: median {statistics.median(timings):.1f} ms, "
+        f"worst {max(timings):.1f} ms over {PROOFS} positions (target < 50 ms)"
+    ]
+
+
+def verify_report(env: dict[str, str]) -> list[str]:
+    _, _, status = run_cli(env, "projections", "status", "--format", "json")
+    head = max(int(line.split('"head":')[1].split(",")[0]) for line in status.splitlines())
+    plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_DIR")}
+    without, _, _ = run_cli(plain, "verify")
+    with_them, _, _ = run_cli(env, "verify")
+    return [
+        f"verify, {head:,} events: {head / without:,.0f} events/s; with the published "
+        f"checkpoints checked too: {head / with_them:,.0f} events/s (target >= 30,000)"
+    ]
+
+
+def paced(base: str, seconds: int, token: str, rate: int) -> float:
+    """New-key calls at about `rate` a second (wrk, PACE_CONNECTIONS connections each
+    pausing between its calls); the rate reached."""
+    pause = max(1, round(PACE_CONNECTIONS * 1000 / rate))
+    argv = ["wrk", "-t", "2", "-c", str(PACE_CONNECTIONS), "-d", f"{seconds}s", "--timeout", "10s"]
+    argv += ["-s", str(PACED), base, "--", token, f"cp-{uuid.uuid4().hex[:8]}", 1, 30000, 1]
+    argv += [pause]
+    out = subprocess.run(list(map(str, argv)), check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["non_2xx"] or result["socket_errors"]:
+        raise SystemExit(f"wrk saw errors against {base}: {result}")
+    return result["requests"] / (result["duration_us"] / 1e6)
+
+
+def lag_report(env: dict[str, str]) -> list[str]:
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench-cp", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    serving = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
+    port = free_port()
+    argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
+    samples: list[tuple[float, int, int]] = []  # (time, head, tree position)
+    stop = threading.Event()
+    os.environ.update(env)
+    from api.bootstrap import bootstrap
+    from api.config import Config
+
+    def sample() -> None:
+        with bootstrap(Config.from_env(), create_tables=False) as services:
+            views, recorder = services.read_models.views, services.app.recorder
+            while not stop.wait(0.25):
+                head = recorder.max_notification_id() or 0
+                samples.append((time.monotonic(), head, views.position("checkpoints")))
+
+    with launched(argv, port, serving, start_seconds=60) as (base, _process):
+        time.sleep(3)  # the projections child catches up with the import first
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        rate = paced(base, LOAD_SECONDS, token, LOAD_RATE)
+        time.sleep(3)
+        stop.set()
+        watcher.join()
+    lags = []
+    for at, _head, position in samples:
+        passed = next((t for t, head, _ in samples if head >= position), at)
+        lags.append(at - passed)
+    return [
+        f"checkpoint tree lag at {rate:,.0f} calls/s for {LOAD_SECONDS} s (serve, 2 workers, "
+        f"its projections beside): median {statistics.median(lags):.2f} s, max {max(lags):.2f} s "
+        f"(target < 2 s at {LOAD_RATE:,} calls/s)"
+    ]
+
+
+def main() -> None:
+    lines = ["signed checkpoints"]
+    with fresh_schema() as (_schema, env), tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        env = signing_env(env, workdir)
+        import_people(env, workdir, max(1, EVENTS // 3))
+        run_cli(env, "projections", "run", "--once", "--only", "state", "--only", "audit",
+                "--only", "chain", "--only", "activity")  # fmt: skip
+        lines += tree_report(env)
+        lines += proof_report(env)
+        lines += verify_report(env)
+    with fresh_schema() as (_, env), tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        env = signing_env(env, workdir)
+        import_people(env, workdir, 30000)
+        lines += lag_report(env)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
