@@ -286,7 +286,7 @@ class Reads:
         """The latest checkpoint, its witnesses (from `status_rows`, projections.status)
         and the verifier key; `off` says why there are none when OPS_CHECKPOINT_KEY is unset."""
         rows = {row["projection"]: row for row in status_rows}
-        off = _off_reason(rows.get("checkpoints", {}).get("runner", ""))
+        off = _off_reason(rows["checkpoints"]["runner"])
         key, key_problem = self._verifier_key()
         latest = self.models.tree.latest()
         return Checkpoints(
