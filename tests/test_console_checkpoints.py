@@ -267,3 +267,17 @@ def test_without_a_key_the_console_says_checkpoints_are_off(client, directory, c
     assert "checkpoints are off" in audit.text and not proof_links(audit.text)
     refused = client.simulate_get("/console/proof", query_string="position=1", headers=cookie)
     assert refused.status_code == 404 and "no checkpoint has been signed yet" in refused.text
+
+
+def test_a_key_file_gone_at_run_time_is_explained_not_crashed(
+    client, directory, services, checkpoint_key
+):
+    cookie = sign_in(client, audit_token(directory))
+    sign_checkpoint(services)
+    Path(checkpoint_key).unlink()
+    page = client.simulate_get("/console/integrity", headers=cookie)
+    assert page.status_code == 200
+    problem = page.text.split('id="verifier-key-problem">', 1)[1].split("</p>", 1)[0]
+    assert "OPS_CHECKPOINT_KEY: cannot read" in problem
+    assert "not checked: the verifier key is not available here" in page.text
+    assert "Traceback" not in page.text
