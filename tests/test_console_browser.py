@@ -229,3 +229,60 @@ def test_verify_in_the_browser_reports_the_position_of_an_event_edited_in_sql(
             findings.inner_text()
         )
         shoot(page, config, "integrity-tampered")
+
+
+def test_an_auditor_sees_the_signed_checkpoint_and_checks_an_entry_s_proof(
+    config, services, directory, page, checkpoint_key, tmp_path
+):
+    from projections.transparency import check_inclusion
+    from tests.test_console_checkpoints import verifier_key
+
+    audit_token = directory.issue(scopes=("audit:read",), actor="Audit team")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    signing = {
+        "OPS_CHECKPOINT_KEY": checkpoint_key,
+        "OPS_CHECKPOINT_DIR": str(notes),
+        "OPS_CHECKPOINT_INTERVAL": "0.5",
+    }
+    with running_server(config.database_url, env=signing) as base:
+        set_code(base, directory, "VC-Signed", "Proof campaign")
+        caught_up(services)
+        witnessed(services)
+        sign_in(page, base, audit_token)
+        page.get_by_label("Workflow").fill("Proof campaign")
+        page.get_by_role("button", name="Apply filters").click()
+        (position,) = audit_positions(page)
+        shoot(page, config, "audit-proofs")
+        with page.expect_download() as download:
+            page.get_by_role("link", name=f"proof of position {position}").click()
+        proof = json.loads(Path(download.value.path()).read_text())
+
+        page.get_by_role("link", name="Integrity").click()
+        origin, size, root = (notes / f"{proof['tree_size']}.note").read_text().split("\n")[:3]
+        assert page.locator("#checkpoint-size").inner_text() == f"{size} events"
+        assert page.locator("#checkpoint-root").inner_text() == root
+        key = page.locator("#verifier-key").inner_text()
+        assert key == verifier_key(checkpoint_key, origin)
+        assert f"position {position}" in check_inclusion(proof, key)
+        witness = page.locator("#witnesses-table tr", has_text="witness-directory")
+        assert "holds the latest" in witness.inner_text()
+        assert page.get_by_role("link", name="transparency.py").count() == 1
+        assert_every_control_labelled(page)
+        shoot(page, config, "integrity-checkpoints")
+
+
+def witnessed(services) -> None:
+    """Wait until the server has signed a checkpoint of the whole log and the directory
+    witness holds it."""
+    views = open_views(services.app, services.config)
+    tree = services.read_models.tree
+    deadline = time.monotonic() + 30
+    while True:
+        head = services.app.recorder.max_notification_id() or 0
+        latest = tree.latest()
+        whole_log = latest is not None and latest.position >= head
+        if whole_log and views.position("witness-directory") >= latest.size:
+            return
+        assert time.monotonic() < deadline, "no checkpoint of the whole log was witnessed"
+        time.sleep(0.2)

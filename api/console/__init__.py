@@ -95,6 +95,8 @@ def mount(app: falcon.App, services: Services) -> None:
         "/console/integrity": pages.IntegrityPage(console),
         "/console/integrity/verify": pages.VerifyStart(console),
         "/console/integrity/verify/{run_id}": pages.VerifyProgress(console),
+        "/console/proof": pages.ProofDownload(console),
+        "/console/checkpoints/transparency.py": pages.VerifierScript(console),
     }
     for path, resource in routes.items():
         app.add_route(path, resource)

@@ -31,6 +31,7 @@ from api.console.verify_job import progress, start_verify
 from commands.documents import Problem
 from projections.activity import DIMENSIONS
 from projections.audit import AUDIT_COLUMNS
+from projections.proofs import ProofUnavailable
 from projections.times import iso
 
 log = logging.getLogger("pm_ops.console")
@@ -212,6 +213,7 @@ class AuditPage(Page):
             operations=forms.OPERATIONS,
             query=forms.query,
             filtered=bool(raw),
+            proofs=self.console.reads.proof_coverage(),
         )
 
 
@@ -327,6 +329,7 @@ class PersonPage(Page):
             as_of=iso(as_of) if as_of else None,
             as_of_error=as_of_error,
             past=past,
+            proofs=reads.proof_coverage(),
         )
 
 
@@ -361,12 +364,14 @@ class IntegrityPage(Page):
         last = store.latest_finished_run()
         if latest is not None and last is not None and latest.id == last.id:
             latest = last  # it finished between the two reads
+        integrity = self.console.reads.integrity()
         render(
             resp,
             "integrity.html",
             title="Integrity",
             viewer=viewer_of(req),
-            integrity=self.console.reads.integrity(),
+            integrity=integrity,
+            checkpoints=self.console.reads.checkpoints(integrity.projections),
             running=latest if latest is not None and latest.running else None,
             progress=progress(latest) if latest is not None else None,
             last=last,
@@ -394,6 +399,54 @@ class VerifyProgress(Page):
         if run is None:
             raise falcon.HTTPNotFound(description="No such verify run.")
         resp.media = progress(run)
+
+
+# --- signed checkpoints: proofs to download -------------------------------------------
+
+
+class ProofDownload(Page):
+    """`/console/proof?position=P[&size=N]`: the JSON of `pm-ops checkpoints prove`."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        position = forms.positive_int(req, "position")
+        size = forms.positive_int(req, "size")
+        if position is None or (req.get_param("size") is not None and size is None):
+            render(
+                resp,
+                "error.html",
+                400,
+                title="Which entry?",
+                message="A proof is asked for by the entry's log position, a whole number "
+                "(and, optionally, the size of a signed checkpoint), "
+                "as the links of the audit trail do.",
+                viewer=viewer_of(req),
+            )
+            return
+        try:
+            document = self.console.reads.inclusion_proof(position, size)
+        except ProofUnavailable as unavailable:
+            reason = str(unavailable)
+            render(
+                resp,
+                "error.html",
+                404,
+                title="No proof yet",
+                message=f"No inclusion proof for position {position}: {reason}.",
+                viewer=viewer_of(req),
+            )
+            return
+        resp.content_type = "application/json"
+        resp.downloadable_as = f"proof-position-{position}-size-{document['tree_size']}.json"
+        resp.data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+class VerifierScript(Page):
+    """The standalone verifier (projections/transparency.py) as installed, to download."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = "text/x-python; charset=utf-8"
+        resp.downloadable_as = "transparency.py"
+        resp.data = self.console.reads.verifier_script()
 
 
 def not_found(req: falcon.Request, resp: falcon.Response, **_: Any) -> None:

@@ -6,11 +6,16 @@ projections. When the projections offer typed views (state, audit search,
 history), this is the one module to switch over.
 """
 
+import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib import resources
 from typing import Any
 
+from eventsourcing.utils import get_topic
+
+from aggregates import Person, Token
 from api.bootstrap import Services
 from projections import status as projection_status
 from projections.activity import (
@@ -20,12 +25,21 @@ from projections.activity import (
     refused_calls,
 )
 from projections.audit import AuditFilters
+from projections.checkpoints import KeyUnavailable, Signer, StoredCheckpoint
+from projections.feeds import WITNESSES
+from projections.log import read_log
+from projections.proofs import inclusion_document
 from projections.read_models import ReadModels
 from projections.state import PersonState, person_as_of
 from projections.store import ViewsMixin
+from projections.transparency import NoteError, open_note
 from projections.verify import Report, check_read_models, check_stuck, verify_chain
 
 EXPORT_BATCH = 1000
+LAG_COUNT_LIMIT = 1000  # a witness further behind is shown as "more than 1000"
+# The events of these aggregates carry secrets (a token's secret hash; a Customer.io
+# signing key in tokens issued by 0.1): a proof from the console leaves them out.
+WITHHELD_AGGREGATES = (Token,)
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class HistoryEntry:
     event: str
     values: dict[str, Any]
     meta: dict[str, Any]
+    position: int | None  # in the log; None when the audit trail does not say (see history)
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,61 @@ class Integrity:
     head: int
     chain_position: int | None
     chain_hash: str | None
+
+
+@dataclass(frozen=True)
+class LatestCheckpoint:
+    size: int  # the events it covers
+    root: str  # base64, as in the note
+    at: str  # when it was signed
+    position: int  # the log position of the last event it covers
+    note: str  # the signed note, as the witnesses hold it
+    signature_ok: bool | None  # checked with the verifier key (None: no key to check with)
+    signature_problem: str | None  # what is wrong with the signature
+
+
+@dataclass(frozen=True)
+class WitnessState:
+    name: str
+    state: str  # "off", "stuck", "keeping up", "catching up" or "not running"
+    detail: str | None  # why it is off, stuck or not running
+    holds: int  # the size of the latest checkpoint it holds
+    behind: int  # checkpoints it does not hold yet (LAG_COUNT_LIMIT + 1: more)
+
+    @property
+    def alarm(self) -> bool:
+        return self.state in ("stuck", "not running")
+
+    @property
+    def lag(self) -> str:
+        if self.state == "off":
+            return "—"
+        if self.behind == 0:
+            return "holds the latest"
+        if self.behind > LAG_COUNT_LIMIT:
+            return f"more than {LAG_COUNT_LIMIT} checkpoints behind"
+        return f"{self.behind} checkpoint{'' if self.behind == 1 else 's'} behind"
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    off: str | None  # why checkpoints are off; None when they are on
+    latest: LatestCheckpoint | None
+    log_head: int
+    verifier_key: str | None
+    key_problem: str | None  # why the verifier key cannot be shown
+    witnesses: list[WitnessState]
+
+
+@dataclass(frozen=True)
+class ProofCoverage:
+    """Which audit entries have an inclusion proof: those up to the latest checkpoint."""
+
+    up_to: int  # the log position of the last event signed; 0 before the first checkpoint
+    off: bool  # checkpoints are off (no later entry will be signed)
+
+    def covers(self, position: int) -> bool:
+        return position <= self.up_to
 
 
 class Reads:
@@ -137,6 +207,7 @@ class Reads:
 
     def history(self, person_id: int) -> list[HistoryEntry]:
         """Every event of the person, straight from the log, in order."""
+        positions = self._positions_of(person_id)
         return [
             HistoryEntry(
                 version=entry.version,
@@ -151,9 +222,23 @@ class Reads:
                     "request_id": entry.request_id,
                     "source_address": entry.source_address,
                 },
+                position=positions.get(entry.version),
             )
             for entry in self.models.history.person(person_id)
         ]
+
+    def _positions_of(self, person_id: int) -> dict[int, int]:
+        """The log position of each of the person's audited events, by version. The
+        history does not say where its events are in the log; the audit trail keeps the
+        position of each audited one, and the log there names its aggregate and version.
+        (The registration is not audited: it has no position here.)"""
+        person = str(Person.create_id(person_id))
+        found: dict[int, int] = {}
+        for entry in self.models.audit.entries(AuditFilters(person=person_id), EXPORT_BATCH):
+            for note in read_log(self._app.recorder, entry.position, entry.position):
+                if str(note.originator_id) == person:
+                    found[note.originator_version] = note.id
+        return found
 
     def as_of(self, person_id: int, moment: datetime) -> PersonState | None:
         """The person as they were at `moment`, replayed from their events in the log."""
@@ -194,3 +279,95 @@ class Reads:
         check_read_models(self.models, report)
         check_stuck(self.models, report)
         return report
+
+    # --- signed checkpoints (SPEC §10) ---------------------------------------------
+
+    def checkpoints(self, status_rows: list[dict[str, Any]]) -> Checkpoints:
+        """The latest checkpoint, its witnesses (from `status_rows`, projections.status)
+        and the verifier key; `off` says why there are none when OPS_CHECKPOINT_KEY is unset."""
+        rows = {row["projection"]: row for row in status_rows}
+        off = _off_reason(rows["checkpoints"]["runner"])
+        key, key_problem = self._verifier_key()
+        latest = self.models.tree.latest()
+        return Checkpoints(
+            off=off,
+            latest=None if latest is None else _latest(latest, key),
+            log_head=self.models.head(),
+            verifier_key=key,
+            key_problem=key_problem,
+            witnesses=[self._witness(rows[name]) for name in WITNESSES if name in rows],
+        )
+
+    def _verifier_key(self) -> tuple[str | None, str | None]:
+        settings = self._services.config.checkpoints
+        if settings is None:
+            return None, None
+        try:
+            return Signer(settings.key_path, settings.origin).verifier_key(), None
+        except KeyUnavailable as error:
+            return None, str(error)
+
+    def _witness(self, row: dict[str, Any]) -> WitnessState:
+        name, holds = row["projection"], int(row["position"])
+        off = _off_reason(row["runner"])
+        if off is not None:
+            return WitnessState(name, "off", off, holds, 0)
+        later = self.models.tree.checkpoints(after=holds, limit=LAG_COUNT_LIMIT + 1)
+        behind = len(later)
+        if row["stuck"]:
+            return WitnessState(name, "stuck", row["stuck"], holds, behind)
+        if behind == 0:
+            return WitnessState(name, "keeping up", None, holds, 0)
+        if row["runner"] == "active":
+            return WitnessState(name, "catching up", None, holds, behind)
+        idle = "no runner is active (is `pm-ops serve` or `pm-ops projections run` running?)"
+        return WitnessState(name, "not running", idle, holds, behind)
+
+    def proof_coverage(self) -> ProofCoverage:
+        latest = self.models.tree.latest()
+        off = self._services.config.checkpoints is None
+        return ProofCoverage(up_to=0 if latest is None else latest.position, off=off)
+
+    def inclusion_proof(self, position: int, size: int | None = None) -> dict[str, Any]:
+        """What `pm-ops checkpoints prove` prints (ProofUnavailable says why there is
+        none), without the stored event when it carries a secret: the proof of its
+        leaf still checks; `pm-ops checkpoints prove` gives the event to those who may
+        see it."""
+        document = inclusion_document(self._app, self.models.tree, position, size)
+        topic = document["event"]["topic"]
+        if any(topic.startswith(get_topic(kind) + ".") for kind in WITHHELD_AGGREGATES):
+            del document["event"]
+            document["event_withheld"] = (
+                "this event belongs to a token: it holds the secret's hash (and, for a "
+                "token issued by 0.1, a Customer.io signing key), so the console leaves it "
+                "out; `pm-ops checkpoints prove --position P` includes it"
+            )
+        return document
+
+    def verifier_script(self) -> bytes:
+        """projections/transparency.py as installed: the one file an auditor checks with."""
+        return resources.files("projections").joinpath("transparency.py").read_bytes()
+
+
+def _off_reason(runner: str) -> str | None:
+    """Why a projection or feed is off, from its status row ("off: set X ..."), or None."""
+    return runner.removeprefix("off:").strip() if runner.startswith("off:") else None
+
+
+def _latest(checkpoint: StoredCheckpoint, verifier_key: str | None) -> LatestCheckpoint:
+    ok, problem = None, None
+    if verifier_key is not None:
+        try:
+            open_note(checkpoint.note, verifier_key)
+            ok = True
+        except NoteError as error:
+            ok, problem = False, str(error)
+    return LatestCheckpoint(
+        size=checkpoint.size,
+        root=base64.b64encode(checkpoint.root).decode(),
+        at=checkpoint.at,
+        position=checkpoint.position,
+        note=checkpoint.note.decode(),
+        signature_ok=ok,
+        signature_problem=problem,
+    )
