@@ -15,7 +15,7 @@ Recorders and datastores
 - PostgresDatastore.get_connection() — a pooled autocommit connection, dict rows, the library's errors (`connection`)
 - SQLiteDatastore.get_connection(commit=) — a pooled connection whose sqlite3 errors come through as they are (`sqlite_connection`)
 - SQLiteDatastore/PostgresDatastore.transaction(commit=) — the views' transactions, rows by column name (`transaction`)
-- the events table (PostgresDatastore.schema, events_table_name, its columns) — bulk reads, the COPY, read_log (`events_table`, `EVENT_COLUMNS`, `EVENT_COLUMN_TYPES`, `events_of_ids_statement`, `sqlite_events_of_ids_statement`, `latest_states_statement`, `sqlite_latest_states_statement`, `notifications_statement`)
+- the events table (PostgresDatastore.schema, events_table_name, its columns) — bulk reads, the COPY, read_log (`events_table`, `EVENT_COLUMNS`, `EVENT_COLUMN_TYPES`, `events_of_ids_statement`, `sqlite_events_of_ids_statement`, `latest_states_statement`, `sqlite_latest_states_statement`, `notifications_statement`, `event_positions`)
 - SQLite's originator_id as UUID.hex, SQLiteRecorder.convert_originator_id — SQLite's bulk reads (`sqlite_stored_id`, `sqlite_read_id`)
 - PostgresApplicationRecorder.lock_table_statements — our COPY takes the recorder's lock, so ids follow commit order (`lock_statements`, `copy_events_statement`)
 - PostgresApplicationRecorder.channel_name (PostgresFactory's `<name>_events`) — the COPY's NOTIFY, the runners' LISTEN (`notify_channel`, `application_notify_channel`)
@@ -184,6 +184,26 @@ def sqlite_events_of_ids_statement(recorder: Any, ids: int) -> str:
         f"SELECT {EVENT_COLUMNS} FROM {recorder.events_table_name} "
         f"WHERE originator_id IN ({','.join('?' * ids)}) ORDER BY originator_id, originator_version"
     )
+
+
+def event_positions(recorder: Any, originator_id: UUID) -> dict[int, int]:
+    """Where each event of one aggregate is in the log: version -> notification id (its
+    SQLite rowid). The library's select_events does not say."""
+    table = events_table(recorder)
+    if isinstance(recorder, PostgresAggregateRecorder):
+        column, mark, key = "notification_id", "%s", originator_id
+    else:
+        column, mark, key = "rowid", "?", sqlite_stored_id(originator_id)
+    statement = f"SELECT originator_version, {column} FROM {table} WHERE originator_id = {mark}"
+    with transaction(recorder.datastore, commit=False) as cursor:
+        cursor.execute(statement, (key,))
+        rows = cursor.fetchall()
+    return {int(version): int(position) for version, position in _pairs(rows)}
+
+
+def _pairs(rows: list[Any]) -> list[tuple[Any, Any]]:
+    """Rows as (first, second) whatever the row factory (tuples, dicts, sqlite3.Row)."""
+    return [tuple(row.values())[:2] if isinstance(row, dict) else (row[0], row[1]) for row in rows]
 
 
 def latest_states_statement(recorder: Any) -> bytes:

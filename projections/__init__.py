@@ -12,6 +12,7 @@ Nothing here reads the environment or imports api/: the composition root
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,13 @@ class Settings(Protocol):
 
 class RebuildError(Exception):
     pass
+
+
+ONCE_FEED_SECONDS = 30.0  # `projections run --once`: how long a feed keeps retrying
+
+
+def _none() -> None:
+    """Nothing to interrupt: a database projection never waits on a destination."""
 
 
 NAMES = (*DB_PROJECTIONS, *FEEDS)
@@ -142,8 +150,16 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
                 except LogAltered as error:
                     raise RebuildError(str(error)) from None
             done[name] = 0
-            while count := projection.catch_up():
-                done[name] += count
+            # A feed whose destination is down retries for ever under a runner; here it
+            # gives up after a while (what it did not deliver waits for the next run).
+            deadline = threading.Timer(ONCE_FEED_SECONDS, getattr(projection, "interrupt", _none))
+            deadline.daemon = True
+            deadline.start()
+            try:
+                while count := projection.catch_up():
+                    done[name] += count
+            finally:
+                deadline.cancel()
         except Halted as error:
             raise RebuildError(str(error)) from None
         finally:
@@ -228,7 +244,7 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
             rows.append(_feed_off(name, str(off), views.position(name), head))
             continue
         follower.create()
-        position = follower.position()
+        position, own_head = follower.position(), follower.head()  # a witness's: checkpoints
         lock = make_lock(settings.store, name)
         running = not lock.try_acquire()
         if not running:
@@ -238,8 +254,8 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
             {
                 "projection": name,
                 "position": position,
-                "head": head,
-                "lag": max(0, head - position),
+                "head": own_head,
+                "lag": max(0, own_head - position),
                 "runner": "active" if running else "none",
                 "paused": views.is_paused(name),
                 "version": follower.stored_version() if table else None,

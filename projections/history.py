@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aggregates import Person
+from commands.library_internals import event_positions
 from projections.times import iso
 
 # What an event carries that is not one of its values.
@@ -52,6 +53,10 @@ HISTORY_COLUMNS = tuple(HistoryEntry.__dataclass_fields__)
 class HistoryView:
     def __init__(self, app: Any) -> None:
         self.app = app
+
+    def positions(self, person_id: int) -> dict[int, int]:
+        """Where each of the person's events is in the log, by version (for proofs)."""
+        return event_positions(self.app.recorder, Person.create_id(person_id))
 
     def person(self, person_id: int) -> list[HistoryEntry]:
         """Every event of one person, oldest first; empty if the log has no such person."""

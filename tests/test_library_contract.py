@@ -57,6 +57,7 @@ from commands.library_internals import (
     copy_events_statement,
     datastore_of,
     encoded_timestamp,
+    event_positions,
     event_store_of,
     events_table,
     insert_tracking,
@@ -298,6 +299,15 @@ def test_our_reads_of_the_events_table_find_what_the_library_wrote(app):
         assert found[missing] == []
         for aggregate in (renamed, created):
             assert found[aggregate.id] == list(app.recorder.select_events(aggregate.id))
+
+
+def test_the_positions_of_an_aggregates_events_are_where_the_log_has_them(app):
+    community = saved_community(app, renames=2)
+    with relied_on("event_positions"):
+        positions = event_positions(app.recorder, community.id)
+        notes = app.recorder.select_notifications(1, 10**6)
+        wanted = {n.originator_version: n.id for n in notes if n.originator_id == community.id}
+        assert positions == wanted and len(wanted) == 3
 
 
 def test_the_latest_state_of_some_topics_is_the_librarys_latest(app):

@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from aggregates import Person, Token
+from aggregates import Token
 from api.bootstrap import Services
 from projections import status as projection_status
 from projections.activity import (
@@ -27,7 +27,6 @@ from projections.activity import (
 from projections.audit import AuditFilters
 from projections.checkpoints import KeyUnavailable, Signer, StoredCheckpoint
 from projections.feeds import WITNESSES
-from projections.log import read_log
 from projections.proofs import inclusion_document
 from projections.read_models import ReadModels
 from projections.state import PersonState, person_as_of
@@ -207,7 +206,7 @@ class Reads:
 
     def history(self, person_id: int) -> list[HistoryEntry]:
         """Every event of the person, straight from the log, in order."""
-        positions = self._positions_of(person_id)
+        positions = self.models.history.positions(person_id)
         return [
             HistoryEntry(
                 version=entry.version,
@@ -226,19 +225,6 @@ class Reads:
             )
             for entry in self.models.history.person(person_id)
         ]
-
-    def _positions_of(self, person_id: int) -> dict[int, int]:
-        """The log position of each of the person's audited events, by version. The
-        history does not say where its events are in the log; the audit trail keeps the
-        position of each audited one, and the log there names its aggregate and version.
-        (The registration is not audited: it has no position here.)"""
-        person = str(Person.create_id(person_id))
-        found: dict[int, int] = {}
-        for entry in self.models.audit.entries(AuditFilters(person=person_id), EXPORT_BATCH):
-            for note in read_log(self._app.recorder, entry.position, entry.position):
-                if str(note.originator_id) == person:
-                    found[note.originator_version] = note.id
-        return found
 
     def as_of(self, person_id: int, moment: datetime) -> PersonState | None:
         """The person as they were at `moment`, replayed from their events in the log."""
