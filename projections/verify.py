@@ -13,13 +13,14 @@ log what it was when it was written?
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from projections.activity import ActivityModel, stored_rows
 from projections.audit import AUDIT_COLUMNS, AuditFilters, AuditModel
 from projections.chain import check_chain
 from projections.replay import Model, replay
+from projections.report import Report
 from projections.runner import make_lock
 from projections.state import PersonRecord, StateModel
 from projections.verify_checkpoints import Witnessed, verify_checkpoints
@@ -27,34 +28,6 @@ from projections.verify_checkpoints import Witnessed, verify_checkpoints
 if TYPE_CHECKING:
     from commands.store import Store
     from projections.read_models import ReadModels
-
-
-@dataclass(frozen=True)
-class Finding:
-    area: str
-    position: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"position {self.position}: " if self.position is not None else ""
-        return f"[{self.area}] {where}{self.message}"
-
-
-@dataclass
-class Report:
-    findings: list[Finding] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def add(self, area: str, position: int | None, message: str) -> None:
-        self.findings.append(Finding(area, position, message))
-
-    def then(self, later: "Report") -> "Report":
-        """This report followed by `later`'s findings and notes."""
-        return Report(self.findings + later.findings, self.notes + later.notes)
 
 
 def verify(
@@ -87,10 +60,7 @@ def verify_chain(
         report.add("chain", position, message)
     report.notes.append(checked.note())
     if witnessed is not None:
-        published = verify_checkpoints(read_models.app, witnessed)
-        for finding in published.findings:
-            report.add("checkpoints", None, finding)
-        report.notes += published.notes
+        report = report.then(verify_checkpoints(read_models.app, witnessed))
     return report
 
 

@@ -6,11 +6,12 @@ log rebuilds the tree from the events as stored now (never from the tree table: 
 in the database under suspicion) and compares its root at every checkpoint's size. The
 first checkpoint the log no longer matches is named with the file that holds it."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from projections.chain import content_digest
 from projections.merkle import CompactRange
 from projections.replay import notifications
+from projections.report import Report
 from projections.transparency import Checkpoint, NoteError, open_note
 from projections.witness_stores import (
     DirectoryStore,
@@ -50,18 +51,8 @@ class Published:
     checkpoint: Checkpoint
 
 
-@dataclass
-class CheckpointReport:
-    findings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-
-def verify_checkpoints(app: object, witnessed: Witnessed) -> CheckpointReport:
-    report = CheckpointReport()
+def verify_checkpoints(app: object, witnessed: Witnessed) -> Report:
+    report = Report()
     stores = witnessed.stores()
     published = _read(stores, witnessed.verifier_key, witnessed.origin, report)
     if not published:
@@ -92,14 +83,14 @@ def verify_checkpoints(app: object, witnessed: Witnessed) -> CheckpointReport:
 
 
 def _read(
-    stores: list[NoteStore], verifier_key: str, origin: str | None, report: CheckpointReport
+    stores: list[NoteStore], verifier_key: str, origin: str | None, report: Report
 ) -> dict[int, list[Published]]:
     published: dict[int, list[Published]] = {}
     for store in stores:
         try:
             sizes = store.sizes()
         except StoreUnavailable as error:
-            report.findings.append(str(error))
+            report.add("checkpoints", None, str(error))
             continue
         for size in sizes:
             where = f"{store.where.rstrip('/')}/{note_name(size)}"
@@ -107,14 +98,16 @@ def _read(
                 note = store.get(size)
                 checkpoint = open_note(note or b"", verifier_key, origin)
             except StoreUnavailable as error:
-                report.findings.append(str(error))
+                report.add("checkpoints", None, str(error))
                 continue
             except NoteError as error:
-                report.findings.append(f"{where}: {error}")
+                report.add("checkpoints", None, f"{where}: {error}")
                 continue
             if checkpoint.size != size:
-                report.findings.append(
-                    f"{where}: the note is for a tree of {checkpoint.size} events, not {size}"
+                report.add(
+                    "checkpoints",
+                    None,
+                    f"{where}: the note is for a tree of {checkpoint.size} events, not {size}",
                 )
                 continue
             published.setdefault(size, []).append(Published(where, checkpoint))
@@ -126,19 +119,23 @@ def _report(
     mismatched: list[int],
     beyond: list[int],
     log_size: int,
-    report: CheckpointReport,
+    report: Report,
 ) -> None:
     if mismatched:
         first = mismatched[0]
         where = ", ".join(p.where for p in published[first])
         later = f" (and {len(mismatched) - 1} later one(s))" if len(mismatched) > 1 else ""
-        report.findings.append(
+        report.add(
+            "checkpoints",
+            None,
             f"the log no longer matches the checkpoint of size {first} ({where}){later}: an "
-            f"event among its first {first} was changed, removed or inserted after it was signed"
+            f"event among its first {first} was changed, removed or inserted after it was signed",
         )
     if beyond:
         where = ", ".join(p.where for p in published[beyond[0]])
-        report.findings.append(
+        report.add(
+            "checkpoints",
+            None,
             f"the checkpoint of size {beyond[0]} ({where}) covers more events than the log has "
-            f"({log_size}): events were removed after it was signed"
+            f"({log_size}): events were removed after it was signed",
         )
