@@ -11,7 +11,7 @@ from typing import Any
 from projections.checkpoints import CheckpointSettings, Signer, TreeView
 from projections.customerio import CustomerIOSink
 from projections.feed import Feed, FeedOff, Sink
-from projections.slack import SlackSink, feed_identity, slack_sink
+from projections.slack import SlackSettings, SlackSink, feed_identity, slack_sink
 from projections.store import ViewsMixin, open_views
 from projections.timestamps import load_roots
 from projections.transparency import NoteError, open_note
@@ -85,14 +85,14 @@ def published_roots(checkpoints: CheckpointSettings) -> dict[int, bytes]:
 
 
 def alarm_of(settings: Any, views: ViewsMixin, **options: Any) -> Alarm:
-    checkpoints = checkpoint_settings(settings)
-    slack = None
-    if settings.slack.token:
-        channel = checkpoints.slack_channel or settings.slack.channel
-        slack = SlackSink(
-            type(settings.slack)(settings.slack.token, channel, settings.slack.api_url), ""
-        )
-    return Alarm(views, slack, options.get("on_alarm"))
+    """A witness's alarm: the log and the metric, and Slack (the checkpoints' channel, else
+    the feed's) when there is a token."""
+    checkpoints, slack = checkpoint_settings(settings), settings.slack
+    poster = None
+    if slack.token:
+        channel = checkpoints.slack_channel or slack.channel
+        poster = SlackSink(SlackSettings(slack.token, channel, slack.api_url), feed_id="")
+    return Alarm(views, poster, options.get("on_alarm"))
 
 
 def _store_witness(kind: str) -> Callable[..., Sink]:

@@ -2,12 +2,16 @@
 checkpoints of the log, and proofs an auditor checks with projections/transparency.py."""
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from api.bootstrap import bootstrap
 from api.config import Config
+
+if TYPE_CHECKING:
+    from projections.checkpoints import CheckpointSettings
 
 
 def register(cli: click.Group) -> None:
@@ -19,7 +23,7 @@ def checkpoints() -> None:
     """Signed checkpoints of the log (OPS_CHECKPOINT_KEY), and proofs against them."""
 
 
-def _settings(config: Config) -> "object":
+def _settings(config: Config) -> "CheckpointSettings":
     settings = config.checkpoints
     if settings is None:
         raise click.ClickException(
@@ -37,10 +41,10 @@ def key(config: Config) -> None:
 
     settings = _settings(config)
     try:
-        verifier = Signer(settings.key_path, settings.origin).verifier_key()  # type: ignore[attr-defined]
+        verifier = Signer(settings.key_path, settings.origin).verifier_key()
     except KeyUnavailable as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"origin: {settings.origin}", err=True)  # type: ignore[attr-defined]
+    click.echo(f"origin: {settings.origin}", err=True)
     click.echo(verifier)
 
 
