@@ -23,6 +23,7 @@ from api.cli import COMMAND_MODULES, cli
 from projections import start_projections
 from projections.runner import wait_until
 from tests.conftest import POSTGRES_URL
+from tests.fake_slack import FakeSlack
 from tests.test_go_reader import checkproof, go_check  # noqa: F401 - a fixture and its use
 from tests.test_projections import add_member, set_code
 
@@ -388,17 +389,21 @@ def test_a_witness_holding_a_contradicting_checkpoint_refuses_it_and_raises_the_
 
     alarms: list[str] = []
     caplog.set_level(logging.INFO)
+    slack = FakeSlack().start()
+    alarmed = replace(witnessed, slack_bot_token="xoxb-test", slack_api_url=slack.url)
     running = start_projections(
-        witnessed,
+        alarmed,
         ("witness-directory",),
         app=services.app,
         poll_seconds=0.05,
         on_alarm=alarms.append,
     )
     try:
-        assert wait_until(lambda: alarms == ["witness-directory"], 20)
+        assert wait_until(lambda: alarms == ["witness-directory"], 20)  # the metric
+        assert wait_until(lambda: any("refuses the checkpoint" in p.text for p in slack.posts), 10)
     finally:
         running.stop()
+        slack.stop()
     assert "ALARM: witness witness-directory refuses the checkpoint" in caplog.text
     assert Path(witnessed.checkpoint_dir, f"{size}.note").read_bytes() == forged  # kept as it was
     status = status_of(witnessed)
