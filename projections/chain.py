@@ -38,9 +38,7 @@ class ChainProjection(TableProjection):
     name = "chain"
     version = 1
     topics = None
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_chain")]
+    table_names = ("ops_chain",)
 
     def ddl(self) -> list[str]:
         return [
@@ -48,21 +46,32 @@ class ChainProjection(TableProjection):
             "position BIGINT PRIMARY KEY, content_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)"
         ]
 
+    def __init__(self, app: Any, views: ViewsMixin) -> None:
+        super().__init__(app, views)
+        self._agreed = 0  # built beside the live chain: the same links up to here
+
     def check(self) -> None:
         """The chain hashes every stored event as it is: none needs a meaning."""
 
-    def before_rebuild(self) -> None:
-        """The chain is the evidence that the log is what it was: rebuilding it over
-        an altered log would make the alteration the new truth."""
-        checked = check_chain(self.app, ChainView(self.views))
-        if checked.findings:
-            shown = "\n  ".join(
-                f"position {position}: {message}" for position, message in checked.findings[:10]
-            )
+    def check_beside(self, live: TableProjection) -> None:
+        """The chain is the evidence that the log is what it was: a chain built again
+        beside it must hold the same links wherever both reach, or swapping it in
+        would make an alteration of the log the new truth. Checked as it is built
+        (each range once), so an altered log stops a rebuild where it was altered."""
+        upto = min(live.position(), self.position())
+        if upto <= self._agreed:
+            return
+        findings = differing_links(
+            self.views, live.t("ops_chain"), self.t("ops_chain"), self._agreed, upto
+        )
+        if findings:
+            shown = "\n  ".join(f"position {position}: {message}" for position, message in findings)
             raise LogAltered(
-                "the hash chain shows the log was altered after it was written; rebuilding "
-                f"it would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`."
+                "the hash chain shows the log was altered after it was written; swapping "
+                f"in a rebuilt chain would erase that evidence:\n  {shown}\n"
+                "Investigate with `pm-ops verify`."
             )
+        self._agreed = upto
 
     def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
         """The chain hashes stored events as they are: nothing to decode."""
@@ -125,6 +134,52 @@ class ChainView:
 
         for rows in read_ahead(fetch, windows, thread=self.views.is_postgres):
             yield from map(ChainLink._make, rows)
+
+
+def differing_links(
+    views: ViewsMixin, live: str, rebuilt: str, after: int, upto: int, limit: int = 10
+) -> list[tuple[int, str]]:
+    """Where two chain tables disagree over positions (after, upto], in the words of
+    `check_chain`: the rebuilt one hashes the log as it is now, the live one as it was."""
+
+    def window(alias: str) -> str:
+        return f"{alias}.position > %s AND {alias}.position <= %s"
+
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            "SELECT l.position AS position, l.content_hash AS was, n.content_hash AS now "
+            f"FROM {live} l LEFT JOIN {rebuilt} n ON n.position = l.position "
+            f"WHERE {window('l')} AND (n.position IS NULL OR n.content_hash <> l.content_hash) "
+            "UNION ALL SELECT n.position AS position, NULL AS was, n.content_hash AS now "
+            f"FROM {rebuilt} n LEFT JOIN {live} l ON l.position = n.position "
+            f"WHERE {window('n')} AND l.position IS NULL ORDER BY position LIMIT %s",
+            (after, upto, after, upto, limit),
+        )
+        found = [(r["position"], _difference(r["was"], r["now"])) for r in cursor.fetchall()]
+        if found:
+            return found
+        views.execute(  # the same events: a link differs only if the table was edited
+            cursor,
+            f"SELECT l.position AS position FROM {live} l JOIN {rebuilt} n "
+            f"ON n.position = l.position WHERE {window('l')} AND n.chain_hash <> l.chain_hash "
+            "ORDER BY l.position LIMIT 1",
+            (after, upto),
+        )
+        return [
+            (r["position"], "the chain table itself was altered here") for r in cursor.fetchall()
+        ]
+
+
+def _difference(was: str | None, now: str | None) -> str:
+    if now is None:
+        return "event is missing from the log (deleted)"
+    if was is None:
+        return (
+            "event was not in the log when the chain passed this position "
+            "(inserted or renumbered afterwards)"
+        )
+    return "event was changed after it was recorded"
 
 
 @dataclass

@@ -110,6 +110,7 @@ class TreeProjection(TableProjection):
     name = NAME
     version = 1
     topics = None  # every stored event is a leaf
+    table_names = ("ops_tree_leaves", "ops_tree_nodes")  # never ops_checkpoints
 
     def __init__(
         self,
@@ -147,11 +148,27 @@ class TreeProjection(TableProjection):
             published=lambda: published_roots(checkpoints),
         )
 
+    def beside(self, views: ViewsMixin) -> "TreeProjection":
+        """The tree built again beside this one: held to the same published roots as
+        it is built, and never signing (the live runner signs)."""
+        return TreeProjection(self.app, views, published=self._published)
+
+    def check_beside(self, live: TableProjection) -> None:
+        """Checkpoints are signed from the live tree, including any signed while this
+        one was built after it had passed their size: equal roots at the size both
+        reach mean equal leaves up to it, so this tree agrees with all of them."""
+        live_tree = TreeView(live.views)
+        size = min(live_tree.stored_size(), self.tree.stored_size())
+        if size and self.tree.root_at(size) != live_tree.root_at(size):
+            raise LogAltered(
+                f"the log no longer matches the tree its checkpoints were signed from: its "
+                f"first {size} events hash to another root, so an event among them was "
+                "changed, removed or inserted. The rebuilt tree is not swapped in; "
+                "investigate with `pm-ops verify --checkpoints`."
+            )
+
     def check(self) -> None:
         """The tree hashes every stored event as it is: none needs a meaning."""
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_tree_leaves"), self.t("ops_tree_nodes")]
 
     def ddl(self) -> list[str]:
         leaves, nodes = self.tables()
@@ -332,6 +349,16 @@ class TreeView:
             (("level", "smallint"), ("idx", "bigint"), ("hash", blob)),
             nodes,
         )
+
+    def stored_size(self) -> int:
+        with self.views.read() as cursor:
+            return self.size(cursor)
+
+    def root_at(self, size: int) -> bytes:
+        """The root of the first `size` leaves (stored ones): a tree only grows, so the
+        root at a size never changes once stored."""
+        with self.views.read() as cursor:
+            return tree_root(size, self.reader(cursor))
 
     def position_of(self, cursor: Any, index: int) -> int:
         self.views.execute(
