@@ -36,7 +36,14 @@ from typing import Any
 
 import psycopg
 
-from projections.projection import REBUILD_BATCH, Halted, LogAltered, TableProjection, Unstorable
+from projections.projection import (
+    LIVE_BATCH,
+    REBUILD_BATCH,
+    Halted,
+    LogAltered,
+    TableProjection,
+    Unstorable,
+)
 from projections.runner import make_lock
 from projections.store import (
     BESIDE,
@@ -53,7 +60,20 @@ RETIRED = "__retired"  # a replaced table, between the swap and its drop
 STAND_BY_SECONDS = 15.0  # the live runner stands by this long unless asked again
 LOCK_TIMEOUT_MS = 50  # PostgreSQL: readers queue behind the swap's locks no longer than this
 SWAP_PATIENCE = 300.0  # seconds of retrying a swap that readers keep from its locks
+NEAR_ENOUGH = LIVE_BATCH  # positions left after a pass that the hand-over can take
 OLDER_READERS_SECONDS = 2.0  # PostgreSQL: at most this long for older snapshots to end
+
+
+OLDER_READERS = """
+SELECT count(DISTINCT a.pid) AS older
+FROM pg_stat_activity a
+JOIN pg_locks l ON l.pid = a.pid
+JOIN pg_database d ON d.oid = l.database AND d.datname = current_database()
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND a.pid <> pg_backend_pid() AND a.backend_xmin IS NOT NULL
+  AND a.xact_start < %s
+"""
 
 
 class RebuildRunning(Halted):
@@ -214,16 +234,23 @@ class BlueGreen:
             return self.views.existing_tables(cursor, wanted) == set(wanted)
 
     def _build(self) -> None:
-        """The log into the new tables, up to its head (which keeps moving)."""
+        """The log into the new tables, pass after pass (the API keeps appending), until
+        a pass has had little to do: the hand-over takes the rest."""
         while True:
             head = self.new.head()
-            if self.new.position() >= head:
+            left = head - self.new.position()
+            if left > 0:
+                self._pass(head)
+            if left <= NEAR_ENOUGH:
                 return
-            self.new.catch_up(
-                batch=REBUILD_BATCH,
-                head=head,
-                on_batch=lambda at, head=head: self._on_batch(at, head),
-            )
+
+    def _pass(self, head: int) -> None:
+        """The log into the new tables up to `head`."""
+        self.new.catch_up(
+            batch=REBUILD_BATCH,
+            head=head,
+            on_batch=lambda at: self._on_batch(at, head),
+        )
 
     def _on_batch(self, position: int, head: int) -> None:
         if self.live.interrupted:
@@ -271,8 +298,9 @@ class BlueGreen:
             self.live.views.resume(self.name)
 
     def _catch_up_and_swap(self) -> int:
-        """With the live tables standing still: the last events, the last check, the swap."""
-        self._build()
+        """With the live tables standing still: the events up to the head (so never
+        behind what readers saw), the last check, the swap."""
+        self._pass(self.new.head())
         if self.check:
             self.new.check_beside(self.live)
         self._wait_for_older_readers()
@@ -282,7 +310,8 @@ class BlueGreen:
         """PostgreSQL resolves a table's name when a statement starts, but reads it with
         its transaction's snapshot: a reader whose snapshot is older than the new tables'
         last batch, meeting them first after the swap, would miss that batch. Such
-        readers are moments old; wait for them a little (SQLite snapshots the schema too)."""
+        readers are moments old; wait for them a little (SQLite snapshots the schema too).
+        A reader of ours has locked a table of our schema with its first statement."""
         if not self.views.is_postgres:
             return
         with self.views.read() as cursor:
@@ -291,13 +320,7 @@ class BlueGreen:
         deadline = time.monotonic() + OLDER_READERS_SECONDS
         while time.monotonic() < deadline:
             with self.views.read() as cursor:
-                cursor.execute(
-                    "SELECT count(*) AS older FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND backend_type = 'client backend' AND backend_xmin IS NOT NULL "
-                    "AND xact_start < %s",
-                    (since,),
-                )
+                cursor.execute(OLDER_READERS, (self.store.schema, since))
                 if cursor.fetchone()["older"] == 0:
                     return
             time.sleep(0.01)
@@ -308,8 +331,7 @@ class BlueGreen:
         deadline = time.monotonic() + SWAP_PATIENCE
         while True:
             try:
-                started = time.monotonic()
-                position = self._swap_once()
+                position, locked = self._swap_once()
             except Exception as error:
                 if not _busy(error) or time.monotonic() > deadline:
                     raise
@@ -318,17 +340,21 @@ class BlueGreen:
                 time.sleep(0.05)
                 continue
             log.info(
-                "projection %s: rebuilt tables swapped in at position %s (in %.0f ms)",
+                "projection %s: rebuilt tables swapped in at position %s "
+                "(its tables were locked for %.1f ms)",
                 self.name,
                 position,
-                (time.monotonic() - started) * 1000,
+                (time.monotonic() - locked) * 1000,
             )
             return position
 
-    def _swap_once(self) -> int:
+    def _swap_once(self) -> tuple[int, float]:
+        """One transaction: the live tables renamed away, the new ones renamed in, the
+        position and the layout handed over. Returns the position and when the tables
+        were locked (from then on readers wait on PostgreSQL, writers on SQLite)."""
         views, names = self.live.views, self.new.table_names
         position = self.new.position()
-        with views.write() as cursor:
+        with views.write(reads_first=True) as cursor:
             if views.is_postgres:
                 cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 ddl = advisory_key("ddl", str(self.store.schema))  # as create_views takes
@@ -337,12 +363,13 @@ class BlueGreen:
             if views.is_postgres:
                 tables = [self.store.table(t) for t in live] + self.new.tables()
                 cursor.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+            locked = time.monotonic()
             for table in live:
                 cursor.execute(f"ALTER TABLE {self.store.table(table)} RENAME TO {table}{RETIRED}")
             for table in names:
                 cursor.execute(f"ALTER TABLE {self.store.table(table + BESIDE)} RENAME TO {table}")
             views.hand_over(cursor, self.name, position, self.new.version)
-        return position
+        return position, locked
 
     # --- after -----------------------------------------------------------------------
 
@@ -360,7 +387,7 @@ class BlueGreen:
             log.warning("projection %s: could not drop the rebuild's tables (%s)", self.name, error)
 
     def _drop(self, tables: list[str]) -> None:
-        with self.live.views.write() as cursor:
+        with self.live.views.write(reads_first=True) as cursor:
             for table in tables:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
 

@@ -138,8 +138,13 @@ class ViewsMixin:
         return statement if self.is_postgres else statement.replace("%s", "?")
 
     @contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self, *, reads_first: bool = False) -> Iterator[Any]:
+        """A transaction that commits. One that `reads_first` (the schema, say) takes
+        SQLite's write lock before it reads: begun as a reader, it could not become the
+        writer once another connection had written (SQLITE_BUSY_SNAPSHOT, at once)."""
         with transaction(datastore_of(self), commit=True) as cursor:
+            if reads_first and not self.is_postgres:
+                cursor.execute(f"DELETE FROM {self.table('ops_projection_control')} WHERE 0")
             yield cursor
 
     @contextmanager
@@ -306,7 +311,7 @@ class ViewsMixin:
         """Start one projection again from nothing: run `statements` (drop and
         recreate its tables), forget its position and record the layout version,
         all in one transaction: a crash leaves either the old or the new."""
-        with self.write() as cursor:
+        with self.write(reads_first=True) as cursor:
             if self.is_postgres:  # the same lock as create_views: DDL never races DDL
                 key = advisory_key("ddl", str(self.store.schema))
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
