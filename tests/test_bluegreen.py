@@ -22,6 +22,7 @@ from projections.runner import wait_until
 from tests.conftest import POSTGRES_URL, new_id
 from tests.server import pm_ops
 from tests.test_audit_cli import read_state, tamper
+from tests.test_console_http import audit_token, sign_in
 from tests.test_projections import add_member, caught_up, invoke, set_code, snapshot
 
 PEOPLE = 4000  # three events each: enough batches that a rebuild takes a while
@@ -172,6 +173,7 @@ def test_a_rebuild_in_progress_is_shown_and_a_second_one_is_refused(
 ):
     import_people(services)
     assert set_code(client, directory, directory.person_id, "VC-Before").status_code == 200
+    console = sign_in(client, audit_token(directory))
     with a_hung_runner(config, "audit") as runner:
         trail = audit_of(config, directory.person_id)
         live = status(config)["audit"]["position"]
@@ -184,6 +186,9 @@ def test_a_rebuild_in_progress_is_shown_and_a_second_one_is_refused(
             assert row["runner"].startswith("rebuilding beside the live tables")
             shown = invoke(config, "projections", "status")
             assert "audit (rebuild)" in shown.stdout
+            page = client.simulate_get("/console/integrity", headers=console)
+            line = page.text.split("audit (rebuild)</th>", 1)[1].split("</tr>", 1)[0]
+            assert "rebuilding beside the live tables" in line
 
             read = invoke(config, "audit", "--person", str(directory.person_id), "--format", "json")
             assert [orjson.loads(line) for line in read.stdout.splitlines()] == trail
