@@ -195,6 +195,7 @@ class BlueGreen:
             self._prepare()
             try:
                 self._build()
+                self._check(whole=True)  # the live runner still following meanwhile
                 self._analyze()
                 position = self._hand_over(stand_by_seconds)
             except (LogAltered, Unstorable):
@@ -255,12 +256,15 @@ class BlueGreen:
     def _on_batch(self, position: int, head: int) -> None:
         if self.live.interrupted:
             raise _Interrupted
-        if self.check:
-            self.new.check_beside(self.live)
+        self._check(whole=False)
         if self.progress is not None:
             self.progress(position, head)
         if self._standing_by:
             self.live.views.pause(self.name, STAND_BY_SECONDS)
+
+    def _check(self, *, whole: bool) -> None:
+        if self.check:
+            self.new.check_beside(self.live, whole=whole)
 
     def _analyze(self) -> None:
         """PostgreSQL plans queries on new tables from their statistics: gather them
@@ -301,8 +305,7 @@ class BlueGreen:
         """With the live tables standing still: the events up to the head (so never
         behind what readers saw), the last check, the swap."""
         self._pass(self.new.head())
-        if self.check:
-            self.new.check_beside(self.live)
+        self._check(whole=True)
         self._wait_for_older_readers()
         return self._swap()
 

@@ -48,30 +48,41 @@ class ChainProjection(TableProjection):
 
     def __init__(self, app: Any, views: ViewsMixin) -> None:
         super().__init__(app, views)
-        self._agreed = 0  # built beside the live chain: the same links up to here
+        self._compared = 0  # built beside the live chain: every link the same up to here
 
     def check(self) -> None:
         """The chain hashes every stored event as it is: none needs a meaning."""
 
-    def check_beside(self, live: TableProjection) -> None:
+    def check_beside(self, live: TableProjection, *, whole: bool = False) -> None:
         """The chain is the evidence that the log is what it was: a chain built again
         beside it must hold the same links wherever both reach, or swapping it in
-        would make an alteration of the log the new truth. Checked as it is built
-        (each range once), so an altered log stops a rebuild where it was altered."""
+        would make an alteration of the log the new truth. As it is built, the last
+        links both hold are compared (a link's hash covers every event before it, so
+        an altered log stops the rebuild soon after where it was altered); before the
+        swap (`whole`), every link, so a link edited in the live table is seen too."""
         upto = min(live.position(), self.position())
-        if upto <= self._agreed:
-            return
-        findings = differing_links(
-            self.views, live.t("ops_chain"), self.t("ops_chain"), self._agreed, upto
+        ours, theirs = self.t("ops_chain"), live.t("ops_chain")
+        if whole:
+            if upto > self._compared and not same_links(
+                self.views, theirs, ours, self._compared, upto
+            ):
+                self._refuse(theirs, ours, self._compared, upto)
+            self._compared = max(self._compared, upto)
+        elif upto > self._compared and last_link(self.views, ours, upto) != last_link(
+            self.views, theirs, upto
+        ):
+            self._refuse(theirs, ours, self._compared, upto)
+
+    def _refuse(self, live: str, rebuilt: str, after: int, upto: int) -> None:
+        findings = differing_links(self.views, live, rebuilt, after, upto) or [
+            (upto, "the chains differ at or before this position")
+        ]
+        shown = "\n  ".join(f"position {position}: {message}" for position, message in findings)
+        raise LogAltered(
+            "the hash chain shows the log was altered after it was written; swapping "
+            f"in a rebuilt chain would erase that evidence:\n  {shown}\n"
+            "Investigate with `pm-ops verify`."
         )
-        if findings:
-            shown = "\n  ".join(f"position {position}: {message}" for position, message in findings)
-            raise LogAltered(
-                "the hash chain shows the log was altered after it was written; swapping "
-                f"in a rebuilt chain would erase that evidence:\n  {shown}\n"
-                "Investigate with `pm-ops verify`."
-            )
-        self._agreed = upto
 
     def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
         """The chain hashes stored events as they are: nothing to decode."""
@@ -136,35 +147,66 @@ class ChainView:
             yield from map(ChainLink._make, rows)
 
 
+def last_link(views: ViewsMixin, table: str, upto: int) -> tuple[int, str] | None:
+    """(position, chain hash) of a chain table's last link at or before `upto`."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"SELECT position, chain_hash FROM {table} WHERE position <= %s "
+            "ORDER BY position DESC LIMIT 1",
+            (upto,),
+        )
+        row = cursor.fetchone()
+    return (int(row["position"]), row["chain_hash"]) if row else None
+
+
+def _both(live: str, rebuilt: str) -> str:
+    """Both tables' links over (after, upto], one row per position (one pass of each)."""
+    window = "position > %s AND position <= %s"
+    return (
+        "SELECT position, MAX(was) AS was, MAX(now) AS now, "
+        "MAX(was_link) AS was_link, MAX(now_link) AS now_link FROM ("
+        "SELECT position, content_hash AS was, NULL AS now, chain_hash AS was_link, "
+        f"NULL AS now_link FROM {live} WHERE {window} UNION ALL "
+        "SELECT position, NULL AS was, content_hash AS now, NULL AS was_link, "
+        f"chain_hash AS now_link FROM {rebuilt} WHERE {window}) AS links GROUP BY position"
+    )
+
+
+def same_links(views: ViewsMixin, live: str, rebuilt: str, after: int, upto: int) -> bool:
+    """Whether two chain tables hold the same links over (after, upto]."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"{_both(live, rebuilt)} HAVING COUNT(*) < 2 OR MAX(was) <> MAX(now) "
+            "OR MAX(was_link) <> MAX(now_link) LIMIT 1",
+            (after, upto, after, upto),
+        )
+        return cursor.fetchone() is None
+
+
 def differing_links(
     views: ViewsMixin, live: str, rebuilt: str, after: int, upto: int, limit: int = 10
 ) -> list[tuple[int, str]]:
     """Where two chain tables disagree over positions (after, upto], in the words of
-    `check_chain`: the rebuilt one hashes the log as it is now, the live one as it was."""
-
-    def window(alias: str) -> str:
-        return f"{alias}.position > %s AND {alias}.position <= %s"
-
+    `check_chain`: the rebuilt one hashes the log as it is now, the live one as it was.
+    Events that differ first; a link that differs alone only if no event does (after a
+    changed event, every later link differs too)."""
     with views.read() as cursor:
         views.execute(
             cursor,
-            "SELECT l.position AS position, l.content_hash AS was, n.content_hash AS now "
-            f"FROM {live} l LEFT JOIN {rebuilt} n ON n.position = l.position "
-            f"WHERE {window('l')} AND (n.position IS NULL OR n.content_hash <> l.content_hash) "
-            "UNION ALL SELECT n.position AS position, NULL AS was, n.content_hash AS now "
-            f"FROM {rebuilt} n LEFT JOIN {live} l ON l.position = n.position "
-            f"WHERE {window('n')} AND l.position IS NULL ORDER BY position LIMIT %s",
+            f"{_both(live, rebuilt)} HAVING COUNT(*) < 2 OR MAX(was) <> MAX(now) "
+            "ORDER BY position LIMIT %s",
             (after, upto, after, upto, limit),
         )
         found = [(r["position"], _difference(r["was"], r["now"])) for r in cursor.fetchall()]
         if found:
             return found
-        views.execute(  # the same events: a link differs only if the table was edited
+        views.execute(
             cursor,
-            f"SELECT l.position AS position FROM {live} l JOIN {rebuilt} n "
-            f"ON n.position = l.position WHERE {window('l')} AND n.chain_hash <> l.chain_hash "
-            "ORDER BY l.position LIMIT 1",
-            (after, upto),
+            f"{_both(live, rebuilt)} HAVING MAX(was_link) <> MAX(now_link) "
+            "ORDER BY position LIMIT 1",
+            (after, upto, after, upto),
         )
         return [
             (r["position"], "the chain table itself was altered here") for r in cursor.fetchall()

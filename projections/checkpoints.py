@@ -153,7 +153,7 @@ class TreeProjection(TableProjection):
         it is built, and never signing (the live runner signs)."""
         return TreeProjection(self.app, views, published=self._published)
 
-    def check_beside(self, live: TableProjection) -> None:
+    def check_beside(self, live: TableProjection, *, whole: bool = False) -> None:
         """Checkpoints are signed from the live tree, including any signed while this
         one was built after it had passed their size: equal roots at the size both
         reach mean equal leaves up to it, so this tree agrees with all of them."""

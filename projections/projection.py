@@ -104,10 +104,11 @@ class TableProjection:
         position."""
         raise NotImplementedError
 
-    def check_beside(self, live: "TableProjection") -> None:
+    def check_beside(self, live: "TableProjection", *, whole: bool = False) -> None:
         """Called on tables built beside `live` (the projection as readers have it),
-        as they are built and before they are swapped in: raise LogAltered if they
-        disagree with evidence the live ones hold (the chain, the checkpoint tree)."""
+        after every batch (cheaply) and before the swap (`whole`: thoroughly): raise
+        LogAltered if they disagree with evidence the live ones hold (the chain, the
+        checkpoint tree)."""
 
     # --- layout ---------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from tests.server import pm_ops
 from tests.test_audit_cli import read_state, tamper
 from tests.test_console_http import audit_token, sign_in
 from tests.test_projections import add_member, caught_up, invoke, set_code, snapshot
+from tests.test_upgrade import run_sql
 
 PEOPLE = 4000  # three events each: enough batches that a rebuild takes a while
 
@@ -278,6 +279,21 @@ def test_an_altered_log_refuses_the_chains_swap_and_leaves_nothing_behind(
     assert "--accept-current-log" in refused.output
     assert snapshot(services.app, config)["ops_chain"] == before
     assert "chain (rebuild)" not in status(config)
+    assert leftovers(config) == []
+
+
+def test_a_link_edited_in_the_live_chain_refuses_the_swap_too(config, services, directory):
+    import_people(services, 200)
+    assert invoke(config, "projections", "run", "--once", "--only", "chain").exit_code == 0
+    edited = services.app.recorder.max_notification_id() // 2
+    run_sql(
+        config,
+        f"UPDATE {config.table('ops_chain')} SET chain_hash = '{'0' * 64}' "
+        f"WHERE position = {edited}",
+    )
+    refused = invoke(config, "projections", "rebuild", "chain")
+    assert refused.exit_code != 0
+    assert f"position {edited}: the chain table itself was altered here" in refused.output
     assert leftovers(config) == []
 
 
