@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 
+from commands.store import Store
 from projections.projection import (
     LIVE_BATCH,
     REBUILD_BATCH,
@@ -44,7 +45,7 @@ from projections.projection import (
     TableProjection,
     Unstorable,
 )
-from projections.runner import make_lock
+from projections.runner import RunnerLock, make_lock
 from projections.store import (
     BESIDE,
     Beside,
@@ -136,9 +137,14 @@ def rebuild_running(views: ViewsMixin, name: str) -> bool:
     return name in views.rebuilds() and is_running(views, name)
 
 
+def rebuild_lock(store: Store, name: str) -> RunnerLock:
+    """The lock a rebuild of projection `name` holds (a runner's lock of its own name)."""
+    return make_lock(store, f"{name}-rebuild")
+
+
 def is_running(views: ViewsMixin, name: str) -> bool:
     """Whether a process holds the lock of a rebuild of projection `name`."""
-    lock = make_lock(views.store, f"{name}-rebuild")
+    lock = rebuild_lock(views.store, name)
     if lock.try_acquire():
         lock.release()
         return False
@@ -179,7 +185,7 @@ class BlueGreen:
         self.new = live.beside(self.views)
         self.check = check  # False: --accept-current-log
         self.progress = progress
-        self.lock = make_lock(self.store, f"{self.name}-rebuild")
+        self.lock = rebuild_lock(self.store, self.name)
         self._standing_by = False
 
     def run(self, *, stand_by_seconds: float | None) -> int | None:
@@ -204,7 +210,10 @@ class BlueGreen:
             except _Interrupted:
                 log.info("projection %s: rebuild stopped; the next one resumes it", self.name)
                 return None
-            self._retire()
+            try:
+                self._retire()
+            except Exception as error:  # swapped in all the same; the next rebuild drops them
+                log.warning("projection %s: could not drop the old tables (%s)", self.name, error)
             return position
         finally:
             self.lock.release()

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
 from api.config import Config
 from commands.application import PersonRow
@@ -219,9 +220,12 @@ def test_a_rebuild_in_progress_is_shown_and_a_second_one_is_refused(
     assert leftovers(config) == []
 
 
-def test_a_rebuild_killed_before_its_swap_changes_nothing_and_the_next_one_finishes(
-    config, services, client, directory
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_rebuild_stopped_before_its_swap_changes_nothing_and_the_next_one_finishes(
+    config, services, client, directory, stop
 ):
+    """kill -9: no clean-up, no goodbye. Ctrl-C: it says what it left, and lets the
+    runner carry on at once."""
     import_people(services)
     assert set_code(client, directory, directory.person_id, "VC-Before").status_code == 200
     assert invoke(config, "projections", "run", "--once", "--only", "state").exit_code == 0
@@ -231,10 +235,15 @@ def test_a_rebuild_killed_before_its_swap_changes_nothing_and_the_next_one_finis
         killed = spawn(config, "projections", "rebuild", "audit", "--wait", "60")
         try:
             assert wait_until(lambda: waiting_at_hand_over(config, "audit"), 60, 0.2)
-            os.kill(killed.pid, signal.SIGKILL)  # no clean-up, no goodbye
-            killed.communicate(timeout=30)
+            os.kill(killed.pid, stop)
+            _, said = killed.communicate(timeout=30)
         finally:
             end(killed)
+        if stop == signal.SIGINT:
+            assert killed.returncode == 130
+            assert "interrupted: the live tables are unchanged" in said
+            assert "Traceback" not in said
+            assert not status(config)["audit"]["paused"]
         assert snapshot(services.app, config) == before
         assert audit_of(config, directory.person_id) == trail
         row = status(config)["audit (rebuild)"]
