@@ -233,6 +233,8 @@ class BlueGreen:
             )
         else:
             self.new.reset()
+        for table in self.new.table_names:
+            self.views.name_implicit_indexes(table)
         self.live.views.record_rebuild(self.name, self.new.position())
         self.new.report_rebuild_to(self.new.head())
 

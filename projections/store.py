@@ -238,6 +238,31 @@ class ViewsMixin:
             f"both names of index {base} are held by other tables ({', '.join(held.values())})"
         )
 
+    def name_implicit_indexes(self, table: str) -> None:
+        """PostgreSQL names a new table's primary key and unique indexes after the table
+        (`ops_audit__rebuild_pkey`, then `..._pkey1` once the swapped-in table holds that
+        name): give those of a table built beside its live twin (`table` is the live
+        name) the two names of index_name instead, so they stay put swap after swap.
+        (SQLite renames such indexes with their table.)"""
+        own = self.named(table)
+        if not self.is_postgres or own == table:
+            return
+        prefix = f"{own}_"
+        with self.read() as cursor:
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (self.store.schema, own),
+            )
+            implicit = [
+                r["indexname"] for r in cursor.fetchall() if r["indexname"].startswith(prefix)
+            ]
+        renames = [
+            (name, self.index_name(f"{table}_{name[len(prefix) :]}", table)) for name in implicit
+        ]
+        with self.write() as cursor:
+            for name, wanted in renames:
+                cursor.execute(f"ALTER INDEX {self.store.table(name)} RENAME TO {wanted}")
+
     def _index_tables(self, names: Sequence[str]) -> dict[str, str]:
         """{index name: the table it is on} for those of `names` that exist."""
         with self.read() as cursor:
