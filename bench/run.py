@@ -19,6 +19,10 @@ In one run, on a fresh schema:
    100k calls on this machine), rebuilds each projection with `pm-ops projections
    rebuild` and runs `pm-ops verify` (events/s), and profiles one request per stage
    in-process (bench/stages.py);
+3b. serves pm-ops with its projections and measures add-member with wrk twice: alone, then
+   while state, audit and chain are rebuilt one after another beside their live tables
+   (issue 20): the throughput kept, each rebuild's pace under that load, how long each
+   swap held its tables, and how long reads of those tables took meanwhile;
 4. on a fresh schema, serves pm-ops with its projections and the Slack feed against a local
    fake Slack (tests/fake_slack.py), calls it 50 times a second and reports how long each
    call took to appear in a post (OPS_BENCH_FEED_SECONDS, default 20).
@@ -28,12 +32,14 @@ wrk and the servers share the machine: quote ratios from one run, not absolute n
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -268,6 +274,7 @@ def bench(env: dict[str, str], schema: str) -> str:
     run_rounds([ours, *anchors])
     lines += load_report(ours, anchors)
     lines += rebuild_report(env)
+    lines += bluegreen_report(env, schema, token)
     lines += stage_report(env)
     return "\n".join(lines)
 
@@ -439,6 +446,120 @@ def rebuild_report(env: dict[str, str]) -> list[str]:
         f"verify, {events:,} events: {events / seconds:,.0f} events/s "
         f"(per pm-ops CPU second: {events / cpu:,.0f})",
     ]
+
+
+BLUE_GREEN = ("state", "audit", "chain")
+SWAP_LOG = re.compile(r"projection (\w+): rebuilt tables swapped in .* locked for ([0-9.]+) ms")
+
+
+@dataclass
+class Rebuilt:
+    name: str
+    seconds: float
+    events: int
+    swap_ms: float | None
+
+
+def bluegreen_report(env: dict[str, str], schema: str, token: str) -> list[str]:
+    """Issue 20: add-member's throughput with pm-ops serve's own projections following,
+    alone and then while state, audit and chain are rebuilt beside their live tables
+    one after another (the runners keep the live tables current and stand by for each
+    swap); each rebuild's pace under that load, how long each swap held its tables (from
+    its log), and how long reads of those tables (a person's audit entries, a person's
+    state) took while the rebuilds ran."""
+    server = Server(
+        "pm-ops",
+        lambda port: [pm_ops(), "serve", "--port", str(port), "--workers", str(WORKERS)],
+        env, token, community=1,
+    )  # fmt: skip
+    with serving(server) as (base, _process):
+        prefix = uuid.uuid4().hex[:12]
+        wrk(base, 2, "new", token, f"bg-warm-{prefix}", 1, PEOPLE, 1)
+        alone = wrk(base, SECONDS, "new", token, f"bg-alone-{prefix}", 1, PEOPLE, 1)
+        with rebuilding(env) as rebuilt, reading(schema) as reads:
+            time.sleep(2)  # the first rebuild under way
+            during = wrk(base, SECONDS, "new", token, f"bg-during-{prefix}", 1, PEOPLE, 1)
+    swaps = [r.swap_ms for r in rebuilt if r.swap_ms is not None]
+    paces = ", ".join(f"{r.name} {r.events / r.seconds:,.0f}" for r in rebuilt)
+    reads.sort()
+    return [
+        f"blue/green rebuilds under load (pm-ops serve with its projections, wrk as above, "
+        f"{SECONDS} s each): add-member {alone.rate:,.0f} req/s alone, {during.rate:,.0f} "
+        f"while rebuilding ({during.rate / alone.rate:.2f} of it; p99 {alone.p99_ms:.1f} ms"
+        f" -> {during.p99_ms:.1f} ms)",
+        f"  rebuilds meanwhile, events/s (whole log each): {paces}",
+        f"  swaps held their tables for at most {max(swaps, default=0):.1f} ms"
+        f" ({len(swaps)} swaps: {', '.join(f'{ms:.1f}' for ms in swaps)} ms)",
+        f"  reads of those tables meanwhile: {len(reads):,}, p50 "
+        f"{reads[len(reads) // 2]:.1f} ms, p99 {reads[len(reads) * 99 // 100]:.1f} ms, "
+        f"longest {reads[-1]:.1f} ms",
+    ]
+
+
+@contextmanager
+def rebuilding(env: dict[str, str]) -> Iterator[list[Rebuilt]]:
+    """`pm-ops projections rebuild` of BLUE_GREEN, one after another, round and round,
+    until the block ends (the one under way is let finish: nothing is left half-built)."""
+    done: list[Rebuilt] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            for name in BLUE_GREEN:
+                started = time.perf_counter()
+                result = subprocess.run(
+                    [pm_ops(), "projections", "rebuild", name],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if result.returncode != 0:
+                    failed.append(f"pm-ops projections rebuild {name} failed:\n{result.stderr}")
+                    return
+                events = int(result.stdout.rsplit("up to position ", 1)[1].split(".")[0])
+                swap = SWAP_LOG.search(result.stderr)
+                swap_ms = float(swap.group(2)) if swap else None
+                done.append(Rebuilt(name, time.perf_counter() - started, events, swap_ms))
+                if stop.is_set():
+                    return
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise SystemExit(failed[0])
+
+
+@contextmanager
+def reading(schema: str) -> Iterator[list[float]]:
+    """A reader of the rebuilt tables, one query after another, each timed (ms)."""
+    durations: list[float] = []
+    stop = threading.Event()
+    queries = (
+        f'SELECT count(*) FROM "{schema}".ops_audit WHERE person_id = %s',
+        f'SELECT email FROM "{schema}".ops_state_people WHERE person_id = %s',
+    )
+
+    def loop() -> None:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            while not stop.is_set():
+                started = time.perf_counter()
+                conn.execute(random.choice(queries), (random.randint(1, PEOPLE),)).fetchall()
+                durations.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield durations
+    finally:
+        stop.set()
+        thread.join()
 
 
 def stage_report(env: dict[str, str]) -> list[str]:

@@ -4,7 +4,10 @@
 - audit: one entry per change, with who and why (audit.py);
 - chain: a hash chain over the log, for `pm-ops verify` (chain.py);
 - activity: calls by hour and outcome, refused calls, for the auditors' console (activity.py);
-- slack: the #ops-webhooks feed (console sink without SLACK_BOT_TOKEN).
+- checkpoints: the log's Merkle tree and its signed checkpoints (checkpoints.py);
+- slack: the #ops-webhooks feed (console sink without SLACK_BOT_TOKEN);
+- customerio: Customer.io's profile sync (customerio.py);
+- witness-*: the places signed checkpoints are handed to (witnesses.py).
 
 Nothing here reads the environment or imports api/: the composition root
 (api/bootstrap.py) passes in the application and `settings` — anything with a
@@ -13,15 +16,16 @@ Nothing here reads the environment or imports api/: the composition root
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from commands.store import Store
+from projections.bluegreen import BlueGreen, RebuildStatus, rebuilds
 from projections.chain import LogAltered
+from projections.feed import Feed
 from projections.feeds import FEEDS, WITNESSES, FeedOff, build_feed
-from projections.projection import REBUILD_BATCH, Halted, TableProjection
+from projections.projection import Halted, TableProjection
 from projections.read_models import DB_PROJECTIONS
 from projections.runner import Runner, make_lock
 from projections.store import ViewsMixin, open_views
@@ -152,7 +156,8 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
             done[name] = 0
             # A feed whose destination is down retries for ever under a runner; here it
             # gives up after a while (what it did not deliver waits for the next run).
-            deadline = threading.Timer(ONCE_FEED_SECONDS, getattr(projection, "interrupt", _none))
+            interrupt = projection.interrupt if isinstance(projection, Feed) else _none
+            deadline = threading.Timer(ONCE_FEED_SECONDS, interrupt)
             deadline.daemon = True
             deadline.start()
             try:
@@ -169,66 +174,52 @@ def catch_up_once(app: Any, settings: Settings, names: tuple[str, ...]) -> dict[
 
 def rebuild(
     app: Any,
-    store: Store,
+    settings: Settings,
     name: str,
     *,
     progress: Callable[[int, int], None] | None = None,
     wait_seconds: float = 30.0,
     accept_current_log: bool = False,
 ) -> int:
-    """Drop one database projection's tables and replay the whole log into new ones,
-    while the API keeps serving. An active runner is asked to stand by (and takes
-    over again afterwards); returns the position reached."""
+    """Replay the whole log into new tables beside one database projection's, then swap
+    them in at once (projections/bluegreen.py), while the API keeps serving and readers
+    keep reading the live tables; returns the position swapped in. An active runner keeps
+    the live tables current meanwhile, stands by for the swap, and carries on after it."""
     if name not in DB_PROJECTIONS:
         raise RebuildError(
             f"only {', '.join(DB_PROJECTIONS)} can be rebuilt "
             "(the Slack feed is not replayed: Slack already has those messages)"
         )
-    views = open_views(app, store)
-    projection: TableProjection = DB_PROJECTIONS[name](app, views)
-    projection.create()
-    if not accept_current_log:
-        try:
-            projection.before_rebuild()
-        except LogAltered as error:
-            raise RebuildError(
-                f"{error} To take the log as it is now as the new baseline, "
-                "pass --accept-current-log."
-            ) from None
-    views.pause(name, 60)
-    lock = make_lock(store, name)
+    views = open_views(app, settings.store)
     try:
-        deadline = time.monotonic() + wait_seconds
-        while not lock.try_acquire():
-            if time.monotonic() > deadline:
-                raise RebuildError(
-                    f"the active {name} runner did not hand over within {wait_seconds:.0f}s"
-                )
-            time.sleep(0.2)
+        live = build_follower(app, settings, views, name)  # the tree checks the witnesses
+    except FeedOff:
+        live = DB_PROJECTIONS[name](app, views)
+    live.create()
+    rebuilding = BlueGreen(live, check=not accept_current_log, progress=progress)
+    try:
+        position = rebuilding.run(stand_by_seconds=wait_seconds)
+    except LogAltered as error:
+        baseline = " To take the log as it is now as the new baseline, pass --accept-current-log."
+        raise RebuildError(f"{error}{baseline if name == 'chain' else ''}") from None
+    except Halted as error:
+        raise RebuildError(str(error)) from None
+    assert position is not None  # only a runner's rebuild is stopped half-way
+    return position
+
+
+def rebuildable(app: Any, settings: Settings) -> list[str]:
+    """The database projections this configuration keeps (`rebuild --all`): the
+    checkpoint tree only with a signing key."""
+    views = open_views(app, settings.store)
+    names = []
+    for name in DB_PROJECTIONS:
         try:
-            projection.reset()
-            heartbeat = time.monotonic()
-
-            def on_batch(position: int) -> None:
-                nonlocal heartbeat
-                if progress is not None:
-                    progress(position, head)
-                if time.monotonic() - heartbeat > 10:
-                    views.pause(name, 60)
-                    heartbeat = time.monotonic()
-
-            while True:  # the API keeps appending: replay until we reach the head
-                head = projection.head()
-                if projection.position() >= head:
-                    break
-                projection.catch_up(batch=REBUILD_BATCH, on_batch=on_batch, head=head)
-            return projection.position()
-        except Halted as error:
-            raise RebuildError(str(error)) from None
-        finally:
-            lock.release()
-    finally:
-        views.resume(name)
+            build_follower(app, settings, views, name)
+        except FeedOff:
+            continue
+        names.append(name)
+    return names
 
 
 def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
@@ -236,6 +227,7 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
     head = app.recorder.max_notification_id() or 0
     views.create_views([])
     faults = views.faults()
+    building = rebuilds(app, views)
     rows = []
     for name in NAMES:
         try:
@@ -265,7 +257,29 @@ def status(app: Any, settings: Settings) -> list[dict[str, Any]]:
                 **_feed_failures(follower),
             }
         )
+        if name in building:
+            rows.append(_rebuild_row(building[name], follower))
     return rows
+
+
+def _rebuild_row(rebuild: RebuildStatus, follower: TableProjection) -> dict[str, Any]:
+    """A rebuild beside a projection, on a line of its own."""
+    return {
+        "projection": f"{rebuild.name} (rebuild)",
+        "rebuild_of": rebuild.name,
+        "position": rebuild.position,
+        "head": rebuild.head,
+        "lag": max(0, rebuild.head - rebuild.position),
+        "runner": rebuild.describe(),
+        "paused": False,
+        "version": follower.version,
+        "code_version": follower.version,
+        "rebuild_pending": False,
+        "stuck": None,
+        "running": rebuild.running,
+        "rate": round(rebuild.rate, 1) if rebuild.rate is not None else None,
+        "eta_seconds": round(rebuild.eta_seconds, 1) if rebuild.eta_seconds is not None else None,
+    }
 
 
 def _feed_off(name: str, reason: str, position: int, head: int) -> dict[str, Any]:

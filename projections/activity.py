@@ -98,12 +98,10 @@ class ActivityProjection(TableProjection):
 
     name = "activity"
     topics = TOPICS
+    table_names = ("ops_activity",)
 
     def check(self) -> None:
         check()
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_activity")]
 
     def ddl(self) -> list[str]:
         table = self.t("ops_activity")
@@ -113,7 +111,8 @@ class ActivityProjection(TableProjection):
             "operation TEXT NOT NULL, outcome TEXT NOT NULL, status INTEGER NOT NULL, "
             "code TEXT, detail TEXT, person_id BIGINT, actor TEXT, token TEXT, workflow TEXT, "
             "idempotency_key TEXT, request_id TEXT, source_address TEXT)",
-            f"CREATE INDEX IF NOT EXISTS ops_activity_hour ON {table} (hour)",
+            f"CREATE INDEX IF NOT EXISTS {self.index('ops_activity_hour', 'ops_activity')} "
+            f"ON {table} (hour)",
         ]
 
     def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:

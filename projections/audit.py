@@ -239,12 +239,10 @@ class AuditProjection(TableProjection):
     name = "audit"
     version = 2
     topics = TOPICS
+    table_names = ("ops_audit", "ops_audit_subjects", "ops_audit_emails")
 
     def check(self) -> None:
         check()
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_audit"), self.t("ops_audit_subjects"), self.t("ops_audit_emails")]
 
     def ddl(self) -> list[str]:
         audit, subjects, emails = self.tables()
@@ -254,8 +252,9 @@ class AuditProjection(TableProjection):
             "event TEXT NOT NULL, actor TEXT, token TEXT, person_id BIGINT, email TEXT, "
             "community_id BIGINT, previous_value TEXT, new_value TEXT, workflow TEXT, "
             "idempotency_key TEXT, request_id TEXT, source_address TEXT)",
-            f"CREATE INDEX IF NOT EXISTS ops_audit_person ON {audit} (person_id)",
-            f"CREATE INDEX IF NOT EXISTS ops_audit_at ON {audit} (at)",
+            f"CREATE INDEX IF NOT EXISTS {self.index('ops_audit_person', 'ops_audit')} "
+            f"ON {audit} (person_id)",
+            f"CREATE INDEX IF NOT EXISTS {self.index('ops_audit_at', 'ops_audit')} ON {audit} (at)",
             f"CREATE TABLE IF NOT EXISTS {subjects} ("
             "subject TEXT PRIMARY KEY, person_id BIGINT, email TEXT, token TEXT)",
             f"CREATE TABLE IF NOT EXISTS {emails} ("

@@ -43,9 +43,7 @@ class ChainProjection(TableProjection):
     name = "chain"
     version = 1
     topics = None
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_chain")]
+    table_names = ("ops_chain",)
 
     def ddl(self) -> list[str]:
         return [
@@ -53,21 +51,43 @@ class ChainProjection(TableProjection):
             "position BIGINT PRIMARY KEY, content_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)"
         ]
 
+    def __init__(self, app: Any, views: ViewsMixin) -> None:
+        super().__init__(app, views)
+        self._compared = 0  # built beside the live chain: every link the same up to here
+
     def check(self) -> None:
         """The chain hashes every stored event as it is: none needs a meaning."""
 
-    def before_rebuild(self) -> None:
-        """The chain is the evidence that the log is what it was: rebuilding it over
-        an altered log would make the alteration the new truth."""
-        checked = check_chain(self.app, ChainView(self.views))
-        if checked.findings:
-            shown = "\n  ".join(
-                f"position {position}: {message}" for position, message in checked.findings[:10]
-            )
-            raise LogAltered(
-                "the hash chain shows the log was altered after it was written; rebuilding "
-                f"it would erase that evidence:\n  {shown}\nInvestigate with `pm-ops verify`."
-            )
+    def check_beside(self, live: TableProjection, *, whole: bool = False) -> None:
+        """The chain is the evidence that the log is what it was: a chain built again
+        beside it must hold the same links wherever both reach, or swapping it in
+        would make an alteration of the log the new truth. As it is built, the last
+        links both hold are compared (a link's hash covers every event before it, so
+        an altered log stops the rebuild soon after where it was altered); before the
+        swap (`whole`), every link, so a link edited in the live table is seen too."""
+        upto = min(live.position(), self.position())
+        ours, theirs = self.t("ops_chain"), live.t("ops_chain")
+        if whole:
+            if upto > self._compared and not same_links(
+                self.views, theirs, ours, self._compared, upto
+            ):
+                self._refuse(theirs, ours, self._compared, upto)
+            self._compared = max(self._compared, upto)
+        elif upto > self._compared and last_link(self.views, ours, upto) != last_link(
+            self.views, theirs, upto
+        ):
+            self._refuse(theirs, ours, self._compared, upto)
+
+    def _refuse(self, live: str, rebuilt: str, after: int, upto: int) -> None:
+        findings = differing_links(self.views, live, rebuilt, after, upto) or [
+            (upto, "the chains differ at or before this position")
+        ]
+        shown = "\n  ".join(f"position {position}: {message}" for position, message in findings)
+        raise LogAltered(
+            "the hash chain shows the log was altered after it was written; swapping "
+            f"in a rebuilt chain would erase that evidence:\n  {shown}\n"
+            "Investigate with `pm-ops verify`."
+        )
 
     def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
         """The chain hashes stored events as they are: nothing to decode."""
@@ -130,6 +150,83 @@ class ChainView:
 
         for rows in read_ahead(fetch, windows, thread=self.views.is_postgres):
             yield from map(ChainLink._make, rows)
+
+
+def last_link(views: ViewsMixin, table: str, upto: int) -> tuple[int, str] | None:
+    """(position, chain hash) of a chain table's last link at or before `upto`."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"SELECT position, chain_hash FROM {table} WHERE position <= %s "
+            "ORDER BY position DESC LIMIT 1",
+            (upto,),
+        )
+        row = cursor.fetchone()
+    return (int(row["position"]), row["chain_hash"]) if row else None
+
+
+def _both(live: str, rebuilt: str) -> str:
+    """Both tables' links over (after, upto], one row per position (one pass of each)."""
+    window = "position > %s AND position <= %s"
+    return (
+        "SELECT position, MAX(was) AS was, MAX(now) AS now, "
+        "MAX(was_link) AS was_link, MAX(now_link) AS now_link FROM ("
+        "SELECT position, content_hash AS was, NULL AS now, chain_hash AS was_link, "
+        f"NULL AS now_link FROM {live} WHERE {window} UNION ALL "
+        "SELECT position, NULL AS was, content_hash AS now, NULL AS was_link, "
+        f"chain_hash AS now_link FROM {rebuilt} WHERE {window}) AS links GROUP BY position"
+    )
+
+
+def same_links(views: ViewsMixin, live: str, rebuilt: str, after: int, upto: int) -> bool:
+    """Whether two chain tables hold the same links over (after, upto]."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"{_both(live, rebuilt)} HAVING COUNT(*) < 2 OR MAX(was) <> MAX(now) "
+            "OR MAX(was_link) <> MAX(now_link) LIMIT 1",
+            (after, upto, after, upto),
+        )
+        return cursor.fetchone() is None
+
+
+def differing_links(
+    views: ViewsMixin, live: str, rebuilt: str, after: int, upto: int, limit: int = 10
+) -> list[tuple[int, str]]:
+    """Where two chain tables disagree over positions (after, upto], in the words of
+    `check_chain`: the rebuilt one hashes the log as it is now, the live one as it was.
+    Events that differ first; a link that differs alone only if no event does (after a
+    changed event, every later link differs too)."""
+    with views.read() as cursor:
+        views.execute(
+            cursor,
+            f"{_both(live, rebuilt)} HAVING COUNT(*) < 2 OR MAX(was) <> MAX(now) "
+            "ORDER BY position LIMIT %s",
+            (after, upto, after, upto, limit),
+        )
+        found = [(r["position"], _difference(r["was"], r["now"])) for r in cursor.fetchall()]
+        if found:
+            return found
+        views.execute(
+            cursor,
+            f"{_both(live, rebuilt)} HAVING MAX(was_link) <> MAX(now_link) "
+            "ORDER BY position LIMIT 1",
+            (after, upto, after, upto),
+        )
+        return [
+            (r["position"], "the chain table itself was altered here") for r in cursor.fetchall()
+        ]
+
+
+def _difference(was: str | None, now: str | None) -> str:
+    if now is None:
+        return "event is missing from the log (deleted)"
+    if was is None:
+        return (
+            "event was not in the log when the chain passed this position "
+            "(inserted or renumbered afterwards)"
+        )
+    return "event was changed after it was recorded"
 
 
 @dataclass

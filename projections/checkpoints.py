@@ -117,6 +117,7 @@ class TreeProjection(TableProjection):
     name = NAME
     version = 1
     topics = None  # every stored event is a leaf
+    table_names = ("ops_tree_leaves", "ops_tree_nodes")  # never ops_checkpoints
 
     def __init__(
         self,
@@ -154,11 +155,27 @@ class TreeProjection(TableProjection):
             published=lambda: published_roots(checkpoints),
         )
 
+    def beside(self, views: ViewsMixin) -> "TreeProjection":
+        """The tree built again beside this one: held to the same published roots as
+        it is built, and never signing (the live runner signs)."""
+        return TreeProjection(self.app, views, published=self._published)
+
+    def check_beside(self, live: TableProjection, *, whole: bool = False) -> None:
+        """Checkpoints are signed from the live tree, including any signed while this
+        one was built after it had passed their size: equal roots at the size both
+        reach mean equal leaves up to it, so this tree agrees with all of them."""
+        live_tree = TreeView(live.views)
+        size = min(live_tree.stored_size(), self.tree.stored_size())
+        if size and self.tree.root_at(size) != live_tree.root_at(size):
+            raise LogAltered(
+                f"the log no longer matches the tree its checkpoints were signed from: its "
+                f"first {size} events hash to another root, so an event among them was "
+                "changed, removed or inserted. The rebuilt tree is not swapped in; "
+                "investigate with `pm-ops verify --checkpoints`."
+            )
+
     def check(self) -> None:
         """The tree hashes every stored event as it is: none needs a meaning."""
-
-    def tables(self) -> list[str]:
-        return [self.t("ops_tree_leaves"), self.t("ops_tree_nodes")]
 
     def ddl(self) -> list[str]:
         leaves, nodes = self.tables()
@@ -339,6 +356,16 @@ class TreeView:
         if nodes:
             payload = b"".join(node_row(3, 2, level, 8, i, 32) + h for level, i, h in nodes)
             copy_binary(cursor, f"COPY {nodes_table} (level, idx, hash)", payload)
+
+    def stored_size(self) -> int:
+        with self.views.read() as cursor:
+            return self.size(cursor)
+
+    def root_at(self, size: int) -> bytes:
+        """The root of the first `size` leaves (stored ones): a tree only grows, so the
+        root at a size never changes once stored."""
+        with self.views.read() as cursor:
+            return tree_root(size, self.reader(cursor))
 
     def position_of(self, cursor: Any, index: int) -> int:
         self.views.execute(

@@ -7,12 +7,14 @@ events in a few set-based statements (`ViewsMixin.execute_rows`), and a VERSION.
 The same code follows the log live (small batches) and rebuilds it (large ones),
 so a rebuild makes the same rows as following. The version names the layout of
 its tables: change a table, raise the version, and the runner that next becomes
-active drops the old tables and replays the log into new ones (online: the API
-keeps appending; progress goes to the log). Tables written before versions
+active builds new tables beside the old ones from the log and swaps them in
+(projections/bluegreen.py; online: the API keeps appending, readers keep the old
+tables until the swap, progress goes to the log). Tables written before versions
 existed are version 1, the 0.1.0 layout.
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -55,6 +57,7 @@ class TableProjection:
     name = ""
     version = 1
     topics: frozenset[str] | None = None  # None: every event (the chain needs all)
+    table_names: tuple[str, ...] = ()  # its own tables, which a rebuild replaces
 
     def __init__(self, app: Any, views: ViewsMixin) -> None:
         self.app = app
@@ -64,12 +67,18 @@ class TableProjection:
         self._reported = 0.0
         self._decoder = note_decoder(app.mapper)  # it decodes log.read_log's light rows
         self._fault_recorded: bool | None = None  # None: unknown until the first batch
+        self._interrupted = threading.Event()
         self.check()
 
     @classmethod
     def follower(cls, app: Any, views: ViewsMixin, settings: Any) -> "TableProjection":
         """The projection as its runner keeps it (some need settings to follow the log)."""
         return cls(app, views)
+
+    def beside(self, views: ViewsMixin) -> "TableProjection":
+        """The same read model over `views` opened beside it: what its rebuild builds
+        (it follows the log like this one, but never acts outside its tables)."""
+        return type(self)(self.app, views)
 
     # --- what subclasses define --------------------------------------------
 
@@ -82,7 +91,12 @@ class TableProjection:
         raise NotImplementedError
 
     def tables(self) -> list[str]:
-        raise NotImplementedError
+        return [self.t(name) for name in self.table_names]
+
+    def index(self, base: str, table: str) -> str:
+        """The name for index `base` on `table` (one of `table_names`): see
+        ViewsMixin.index_name for why an index has two."""
+        return self.views.index_name(base, table)
 
     def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
         """Apply a batch of (position, domain event), in log order, in `cursor`'s
@@ -90,8 +104,11 @@ class TableProjection:
         position."""
         raise NotImplementedError
 
-    def before_rebuild(self) -> None:
-        """A chance to refuse a rebuild (the chain refuses over an altered log)."""
+    def check_beside(self, live: "TableProjection", *, whole: bool = False) -> None:
+        """Called on tables built beside `live` (the projection as readers have it),
+        after every batch (cheaply) and before the swap (`whole`: thoroughly): raise
+        LogAltered if they disagree with evidence the live ones hold (the chain, the
+        checkpoint tree)."""
 
     # --- layout ---------------------------------------------------------------
 
@@ -116,24 +133,25 @@ class TableProjection:
         return self.stored_version() != self.version
 
     def on_activate(self) -> None:
-        """Called by whoever holds this projection's lock, before following the log."""
+        """Called by whoever holds this projection's lock, before following the log:
+        tables of an earlier layout are rebuilt beside the live ones and swapped in."""
         if not self.upgrade_pending():
             return
-        was = self.stored_version()
-        self.before_rebuild()
-        self.reset()
-        self._rebuilding_to = self.head()
-        log.info(
-            "projection %s: tables are version %s, this release uses version %s: "
-            "rebuilding from the log (0 of %s events)",
-            self.name,
-            was,
-            self.version,
-            self._rebuilding_to,
-        )
+        from projections.bluegreen import upgrade  # it builds on this module
+
+        upgrade(self)
+
+    def interrupt(self) -> None:
+        """Asked by a runner that is stopping: a rebuild in progress stops (resumable)."""
+        self._interrupted.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted.is_set()
 
     def reset(self) -> None:
-        """Drop the tables, create them at this version, forget the position."""
+        """Drop the tables, create them at this version, forget the position (what a
+        rebuild does to the tables it builds beside the live ones)."""
         drops = [f"DROP TABLE IF EXISTS {table}" for table in self.tables()]
         self.views.create_views([])
         self.views.reset(self.name, [*drops, *self.ddl()], self.version)
@@ -246,6 +264,10 @@ class TableProjection:
             return self.decode(self.read(window[0], window[1], topics))
 
         return read_ahead(fetch, windows, thread=self.views.is_postgres)
+
+    def report_rebuild_to(self, head: int) -> None:
+        """Log this projection's progress towards `head` (it is being rebuilt)."""
+        self._rebuilding_to = head
 
     def _report_rebuild(self, position: int) -> None:
         if self._rebuilding_to is None:

@@ -9,6 +9,7 @@ from typing import Any
 from commands.store import Store
 from projections.activity import ActivityProjection
 from projections.audit import AuditProjection, AuditView
+from projections.bluegreen import rebuild_running
 from projections.chain import ChainProjection, ChainView
 from projections.checkpoints import TreeProjection, TreeView
 from projections.history import HistoryView
@@ -42,9 +43,15 @@ class ReadModels:
         return self.app.recorder.max_notification_id() or 0
 
     def notice(self, name: str) -> str | None:
-        """What a reader of this projection should know: it awaits a rebuild for
-        this release, or it is behind the log. None when it is current."""
+        """What a reader of this projection should know: a rebuild is in progress
+        (readers keep the live tables until it swaps its own in), it awaits a rebuild
+        for this release, or it is behind the log. None when it is current."""
         projection = self.projection(name)
+        if rebuild_running(self.views, name):
+            return (
+                f"the {name} projection: a rebuild is in progress; you are reading the model "
+                f"as of position {projection.position()}"
+            )
         if projection.upgrade_pending():
             return (
                 f"the {name} projection is from an earlier release and will be rebuilt from "

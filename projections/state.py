@@ -197,16 +197,10 @@ class StateProjection(TableProjection):
     name = "state"
     version = 1
     topics = TOPICS
+    table_names = ("ops_state_people", "ops_state_memberships", "ops_state_communities")
 
     def check(self) -> None:
         check()
-
-    def tables(self) -> list[str]:
-        return [
-            self.t("ops_state_people"),
-            self.t("ops_state_memberships"),
-            self.t("ops_state_communities"),
-        ]
 
     def ddl(self) -> list[str]:
         people, members, communities = self.tables()
@@ -218,7 +212,8 @@ class StateProjection(TableProjection):
             "person_id BIGINT NOT NULL, community_id BIGINT NOT NULL, "
             "added_at TEXT NOT NULL, position BIGINT NOT NULL, "
             "PRIMARY KEY (person_id, community_id))",
-            f"CREATE INDEX IF NOT EXISTS ops_state_memberships_community "
+            "CREATE INDEX IF NOT EXISTS "
+            f"{self.index('ops_state_memberships_community', 'ops_state_memberships')} "
             f"ON {members} (community_id)",
             f"CREATE TABLE IF NOT EXISTS {communities} ("
             "subject TEXT PRIMARY KEY, community_id BIGINT NOT NULL UNIQUE, name TEXT)",

@@ -361,7 +361,7 @@ def test_activity_projection_rebuilds_from_the_log(client, directory):
     before = totals()
     assert '<td class="num">3</td>' in before
     services = directory.services
-    assert rebuild(services.app, services.config.store, "activity") == (
+    assert rebuild(services.app, services.config, "activity") == (
         services.app.recorder.max_notification_id()
     )
     assert totals() == before

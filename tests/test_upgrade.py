@@ -70,6 +70,8 @@ def status(config: Config) -> dict[str, Any]:
 
 
 def test_the_previous_release_store_gives_the_same_answers_and_upgrades_itself(legacy, caplog):
+    from tests.test_bluegreen import leftovers  # it imports this module
+
     assert_same_answers(legacy)  # read as the old release left it, before any runner
     verified = pm_ops(legacy, "verify")
     assert verified.exit_code == 0, verified.output
@@ -88,6 +90,7 @@ def test_the_previous_release_store_gives_the_same_answers_and_upgrades_itself(l
     after = status(legacy)
     assert after["audit"]["version"] == 2 and not after["audit"]["rebuild_pending"]
     assert after["audit"]["lag"] == 0
+    assert "audit (rebuild)" not in after and leftovers(legacy) == []  # built beside, swapped in
     assert_same_answers(legacy)
     assert [e["position"] for e in json_lines(legacy, "audit", "--email", "ADA@example.com")] == [
         e["position"] for e in golden("audit.jsonl") if e["person_id"] == 110

@@ -73,13 +73,16 @@ def _version(row: dict[str, Any]) -> str:
 
 
 @projections.command()
-@click.argument("name", type=click.Choice(list(DB_PROJECTIONS)))
+@click.argument("name", type=click.Choice(list(DB_PROJECTIONS)), required=False)
+@click.option(
+    "--all", "every", is_flag=True, help="Every database projection kept here, one after another."
+)
 @click.option(
     "--wait",
     default=30.0,
     show_default=True,
     type=click.FloatRange(min=1),
-    help="Seconds to wait for an active runner to hand over.",
+    help="Seconds to wait for an active runner to stand by for the swap.",
 )
 @click.option(
     "--accept-current-log",
@@ -87,12 +90,37 @@ def _version(row: dict[str, Any]) -> str:
     help="chain only: rebuild even though the log was altered (makes it the new baseline).",
 )
 @click.pass_obj
-def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) -> None:
-    """Empty the NAME projection and replay the whole log into it.
+def rebuild(
+    config: Config, name: str | None, every: bool, wait: float, accept_current_log: bool
+) -> None:
+    """Replay the whole log into new tables beside the NAME projection's, then swap them in.
 
-    The API keeps serving; an active runner stands by during the rebuild and
-    carries on from where the rebuild stopped."""
-    from projections import RebuildError
+    The API keeps serving and readers keep reading the live tables until the swap, which
+    is one transaction; an active runner keeps them current meanwhile and carries on from
+    the swap. Needs room for a second copy of the projection's tables. Interrupted, the
+    next rebuild resumes where it stopped; a second rebuild at the same time is refused."""
+    from projections import RebuildError, rebuildable
+
+    if every == (name is not None):
+        raise click.UsageError("name one projection, or pass --all")
+    try:
+        with bootstrap(config) as services, whole_log_job():
+            for each in rebuildable(services.app, config) if every else [name]:
+                assert each is not None
+                position = _rebuild_one(services.app, config, each, wait, accept_current_log)
+                click.echo(f"{each} rebuilt up to position {position}.")
+    except RebuildError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: the live tables are unchanged; running the rebuild again resumes it",
+            err=True,
+        )
+        raise SystemExit(130) from None
+
+
+def _rebuild_one(app: Any, config: Config, name: str, wait: float, accept: bool) -> int:
+    """One projection's rebuild, with a progress bar on stderr."""
     from projections import rebuild as rebuild_projection
 
     columns = (
@@ -101,30 +129,22 @@ def rebuild(config: Config, name: str, wait: float, accept_current_log: bool) ->
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    try:
-        with (
-            bootstrap(config) as services,
-            Progress(*columns, console=Console(stderr=True), transient=False) as progress,
-            whole_log_job(),
-        ):
-            app = services.app
-            task = progress.add_task(name, total=app.recorder.max_notification_id() or 0)
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(name, total=app.recorder.max_notification_id() or 0)
 
-            def advance(position: int, head: int) -> None:
-                progress.update(task, completed=position, total=max(head, position))
+        def advance(position: int, head: int) -> None:
+            progress.update(task, completed=position, total=max(head, position))
 
-            position = rebuild_projection(
-                app,
-                config.store,
-                name,
-                progress=advance,
-                wait_seconds=wait,
-                accept_current_log=accept_current_log,
-            )
-            progress.update(task, completed=position, total=position)
-    except RebuildError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"{name} rebuilt up to position {position}.")
+        position = rebuild_projection(
+            app,
+            config,
+            name,
+            progress=advance,
+            wait_seconds=wait,
+            accept_current_log=accept,
+        )
+        progress.update(task, completed=position, total=position)
+    return position
 
 
 @projections.command()
