@@ -1,7 +1,7 @@
-"""A store written by the previous release (tests/data/legacy_v0_1, see its README)
-still works: the same answers, `verify` passes, new calls append to it, and the
-projection whose layout changed since (audit, version 2) rebuilds itself from the
-log when its runner starts, with no step for an operator."""
+"""Stores written by earlier releases (tests/data/legacy_v0_1 by 0.1.0, legacy_v0_2 by
+0.2.0, see their READMEs) still work: the same answers, `verify` passes, new calls append
+to them, and a projection whose layout changed since (0.1's audit, version 2) rebuilds
+itself from the log when its runner starts, with no step for an operator."""
 
 import logging
 import shutil
@@ -25,14 +25,18 @@ from projections.runner import wait_until
 from tests.conftest import POSTGRES_URL, add_member_body
 from tests.test_projections import set_code
 
-LEGACY = Path(__file__).parent / "data" / "legacy_v0_1"
-AS_OF = (LEGACY / "as_of.txt").read_text().strip()
+DATA = Path(__file__).parent / "data"
+STORES = ("legacy_v0_1", "legacy_v0_2")
+LEGACY = DATA / "legacy_v0_1"
 
 
-@pytest.fixture
-def legacy(tmp_path: Path) -> Config:
-    shutil.copy(LEGACY / "ops.db", tmp_path / "ops.db")
-    return Config(database_url=f"sqlite:///{tmp_path}/ops.db")
+@pytest.fixture(params=STORES)
+def legacy(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A copy of a store an earlier release wrote; `.release` says which."""
+    shutil.copy(DATA / request.param / "ops.db", tmp_path / "ops.db")
+    config = Config(database_url=f"sqlite:///{tmp_path}/ops.db")
+    object.__setattr__(config, "release", request.param)  # which goldens it answers to
+    return config
 
 
 def pm_ops(config: Config, *args: str) -> Any:
@@ -51,16 +55,20 @@ def json_lines(config: Config, *args: str) -> list[Any]:
     return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def golden(name: str) -> list[Any]:
-    return [orjson.loads(line) for line in (LEGACY / name).read_text().splitlines() if line]
+def golden(name: str, release: str = "legacy_v0_1") -> list[Any]:
+    text = (DATA / release / name).read_text()
+    return [orjson.loads(line) for line in text.splitlines() if line]
 
 
 def assert_same_answers(config: Config) -> None:
-    assert json_lines(config, "history", "--person", "110") == golden("history_110.jsonl")
-    assert json_lines(config, "history", "--person", "111") == golden("history_111.jsonl")
-    assert json_lines(config, "audit") == golden("audit.jsonl")
-    assert json_lines(config, "state") == golden("state.jsonl")
-    assert json_lines(config, "state", "--as-of", AS_OF) == golden("state_as_of.jsonl")
+    release = config.release  # type: ignore[attr-defined]
+    as_of = (DATA / release / "as_of.txt").read_text().strip()
+    for person in ("110", "111"):
+        history = json_lines(config, "history", "--person", person)
+        assert history == golden(f"history_{person}.jsonl", release)
+    assert json_lines(config, "audit") == golden("audit.jsonl", release)
+    assert json_lines(config, "state") == golden("state.jsonl", release)
+    assert json_lines(config, "state", "--as-of", as_of) == golden("state_as_of.jsonl", release)
 
 
 def status(config: Config) -> dict[str, Any]:
@@ -77,6 +85,11 @@ def test_the_previous_release_store_gives_the_same_answers_and_upgrades_itself(l
     assert verified.exit_code == 0, verified.output
 
     before = status(legacy)
+    if legacy.release != "legacy_v0_1":  # type: ignore[attr-defined]
+        assert not any(row.get("rebuild_pending") for row in before.values())
+        assert pm_ops(legacy, "projections", "run", "--once").exit_code == 0
+        assert_same_answers(legacy)
+        return
     assert before["audit"]["rebuild_pending"] and before["audit"]["version"] == 1
     assert not before["state"]["rebuild_pending"] and not before["chain"]["rebuild_pending"]
 
@@ -110,7 +123,7 @@ def test_every_stored_topic_still_names_a_class(legacy):
         for note in notes:
             services.app.mapper.to_domain_event(note)  # raises if a topic no longer resolves
     assert {"aggregates.person:Person.MemberAdded", "aggregates.token:Token.Rotated"} <= topics
-    assert len(topics) == 14  # every event type 0.1.0 had
+    assert len(topics) == 14  # every event type 0.1.0 had (0.2.0 stores the same ones)
 
 
 def test_new_calls_append_to_the_previous_release_log(legacy):
@@ -150,6 +163,7 @@ def test_new_calls_append_to_the_previous_release_log(legacy):
     assert verified.exit_code == 0, verified.output
 
 
+@pytest.mark.parametrize("legacy", ["legacy_v0_1"], indirect=True)
 def test_a_runner_rebuilds_an_old_layout_when_it_starts(legacy, caplog):
     caplog.set_level(logging.INFO, logger="pm_ops.projections")
     with bootstrap(legacy) as services:
@@ -200,3 +214,27 @@ def run_sql(config: Config, *statements: str) -> None:
     with sqlite3.connect(config.store.sqlite_path) as conn:
         for statement in statements:
             conn.execute(statement)
+
+
+def test_the_signed_checkpoints_of_a_0_2_store_still_check_and_new_ones_extend_them(tmp_path):
+    source = DATA / "legacy_v0_2"
+    shutil.copy(source / "ops.db", tmp_path / "ops.db")
+    shutil.copytree(source / "witness", tmp_path / "witness")
+    for note in (tmp_path / "witness").iterdir():
+        note.chmod(0o644)
+    from tests.test_checkpoints import ok
+    from tests.test_checkpoints import pm_ops as signing_pm_ops
+
+    config = Config(
+        database_url=f"sqlite:///{tmp_path}/ops.db",
+        checkpoint_key=str(source / "checkpoint-key.pem"),
+        checkpoint_dir=str(tmp_path / "witness"),
+    )
+    published = sorted(int(p.stem) for p in (tmp_path / "witness").glob("*.note"))
+    assert published and "1 signed checkpoint(s)" in ok(signing_pm_ops(config, "verify")).output
+    issued = ok(signing_pm_ops(config, "tokens", "issue", "--name", "later", "--actor", "Later"))
+    assert issued.stdout.strip()
+    ok(signing_pm_ops(config, "projections", "run", "--once"))
+    now = sorted(int(p.stem) for p in (tmp_path / "witness").glob("*.note"))
+    assert len(now) == len(published) + 1 and now[:-1] == published
+    assert "2 signed checkpoint(s)" in ok(signing_pm_ops(config, "verify")).output

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from falcon import testing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,8 +66,12 @@ def main(target: Path) -> None:
             shutil.rmtree(old)
         else:
             old.unlink()
-    key = target / "checkpoint-key.pem"
-    shutil.copy(ROOT / "tests" / "data" / "checkpoint-key.pem", key)
+    key = target / "checkpoint-key.pem"  # the fixture's own, made afresh with it
+    key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+    )
     witness = target / "witness"
     witness.mkdir()
     config = Config(
