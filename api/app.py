@@ -49,7 +49,7 @@ class RequestContext:
         labels = (req.uri_template or "unmatched", resp.status_code)
         counter = self._counters.get(labels)
         if counter is None:
-            counter = self._counters[labels] = self._metrics.requests.labels(*labels)
+            counter = self._counters[labels] = self._metrics.request_counter(*labels)
         counter.inc()
         if resp.status_code >= 400:
             log.info("%s %s -> %s", req.method, req.path, resp.status_code)

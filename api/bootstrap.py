@@ -13,6 +13,7 @@ from api.rate_limit import RateLimiter
 from commands import circuit
 from commands.application import OpsApplication
 from commands.authentication import Authenticator
+from commands.circuit import Circuit
 from commands.group_commit import GroupCommitter
 from commands.handlers import HANDLERS, prefetchers
 from commands.library_internals import datastore_of
@@ -28,13 +29,14 @@ class Services:
     committer: GroupCommitter
     rate_limiter: RateLimiter
     authenticator: Authenticator
+    circuit: Circuit | None = None
 
     @cached_property
     def metrics(self) -> Metrics:
         # Made on first use: prometheus_client must be imported after serve has set
         # its multiprocess directory (see api/metrics.py).
         metrics = Metrics()
-        self.committer.on_commit = metrics.batch_size.observe
+        self.committer.on_commit = metrics.batch_sizes().observe
         return metrics
 
     @cached_property
@@ -44,6 +46,10 @@ class Services:
 
     def close(self) -> None:
         self.committer.close()
+        if "metrics" in self.__dict__:  # made: hand over what it still holds
+            self.metrics.close()
+        if self.circuit is not None:
+            self.circuit.close()
         self.app.close()
 
 
@@ -64,8 +70,8 @@ def secret_key(config: Config) -> str | None:
 def build_services(config: Config, *, create_tables: bool = True) -> Services:
     app = open_application(config, create_tables=create_tables)
     datastore = datastore_of(app.recorder)  # one pool for everything
-    if config.is_postgres:  # requests fail fast while the store is unreachable
-        circuit.install(datastore)
+    # On PostgreSQL, requests fail fast while the store is unreachable.
+    breaker = circuit.install(datastore) if config.is_postgres else None
     try:
         rate_limiter = RateLimiter(datastore, table=config.store.table("ops_rate_limits"))
         if create_tables:
@@ -77,11 +83,13 @@ def build_services(config: Config, *, create_tables: bool = True) -> Services:
         # first runs: every change after this process started with its settings reaches it.
         mark_starts(app, config, create=create_tables)
     except BaseException:
+        if breaker is not None:
+            breaker.close()
         app.close()
         raise
     committer = GroupCommitter(app, HANDLERS, prefetchers())
     authenticator = Authenticator(app, app.signing_keys)
-    return Services(config, app, committer, rate_limiter, authenticator)
+    return Services(config, app, committer, rate_limiter, authenticator, breaker)
 
 
 @contextmanager

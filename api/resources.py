@@ -33,7 +33,7 @@ class OperationResource:
         self._op = operation
         self._gate = gate
         self._committer = committer
-        self._command_seconds = metrics.command_seconds.labels(operation.name)
+        self._command_seconds = metrics.command_timer(operation.name)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         admission = self._gate.admit(req, self._op)

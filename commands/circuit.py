@@ -23,7 +23,15 @@ The circuit hands connections out itself (`Checkout`), doing what the datastore'
 get_connection does (eventsourcing 9.5.6: open the pool, register its composite types,
 raise psycopg's errors as its own) without three generator context managers on every
 read and write. Those are the library's internals, reached through
-commands/library_internals.py; its contract tests compare the two on an upgrade."""
+commands/library_internals.py; its contract tests compare the two on an upgrade.
+
+A connection given back idle, outside a transaction, is kept on the circuit's own idle
+list and handed out again from there (the last one back, first out): the pool's
+getconn and putconn, with their locks and checks, were a tenth of a replay's CPU. Any
+connection the circuit keeps is one a checkout can take, so the pool's size still
+bounds them all; one left in a transaction, or broken, goes back to the pool, which
+rolls it back or drops it. When a connection breaks, or the circuit closes, the idle
+list is handed back to the pool first, so the pool's check sees every connection."""
 
 import logging
 import threading
@@ -31,6 +39,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from psycopg.pq import TransactionStatus
 
 from commands.library_internals import (
     GetConnection,
@@ -48,6 +57,7 @@ PROBE_SECONDS = 0.25
 RECONNECT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
 STATEMENT_TIMEOUT_MS = 15_000  # above the recorder's 10 s lock timeout: a safety net only
+IDLE = TransactionStatus.IDLE
 
 
 class StoreUnreachable(PersistenceError):
@@ -59,6 +69,8 @@ class Circuit:
         self._datastore = datastore
         self._open = threading.Event()
         self._lock = threading.Lock()
+        # list.append and list.pop are atomic: no lock is needed to share it.
+        self._idle: list[Any] = []
         # From now on the recorders take their connections from the circuit; the
         # library's own get_connection is kept for the probe.
         self._get_connection: GetConnection = install_connection_checkout(
@@ -77,16 +89,35 @@ class Circuit:
     def getconn(self) -> Any:
         """A pooled connection with the library's composite types registered, as the
         datastore's get_connection prepares it (raises psycopg's errors)."""
-        return pooled_connection(self._datastore)
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return pooled_connection(self._datastore)
 
     def putconn(self, conn: Any) -> None:
-        return_connection(self._datastore, conn)
+        if conn.pgconn.transaction_status == IDLE and not self._open.is_set():
+            self._idle.append(conn)
+        else:
+            return_connection(self._datastore, conn)
+
+    def _give_back_idle(self) -> None:
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            return_connection(self._datastore, conn)
+
+    def close(self) -> None:
+        """Hand the idle connections back, for the pool to close with the datastore."""
+        self._give_back_idle()
 
     def _trip(self, error: BaseException) -> None:
         with self._lock:
             if self._open.is_set():
                 return
             self._open.set()
+        self._give_back_idle()
         log.warning("store unreachable (%s): refusing at once until it answers", error)
         threading.Thread(target=self._probe, name="pm-ops-store-probe", daemon=True).start()
 
@@ -94,6 +125,7 @@ class Circuit:
         """What to raise for a pooled connection that broke under a statement: a
         StoreUnreachable (not retried) if the store refuses a new connection, else the
         library's error (retried), once the pool has dropped its other broken ones."""
+        self._give_back_idle()  # the pool's check, or the outage, sees them too
         refusal = self._refusal()
         if refusal is None:
             self._datastore.pool.check()
