@@ -9,7 +9,7 @@ from eventsourcing.persistence import Transcoder
 from commands.directory import CommunityRow, DirectoryCommands, ImportReport, PersonRow
 from commands.sealing import SigningKeys
 from commands.tokens import TokenCommands, TokenError
-from commands.transcoder import OrjsonDecodingTranscoder
+from commands.transcoder import OrjsonTranscoder
 
 __all__ = ["CommunityRow", "ImportReport", "OpsApplication", "PersonRow", "TokenError"]
 
@@ -24,6 +24,6 @@ class OpsApplication(TokenCommands, DirectoryCommands):
         self.signing_keys = signing_keys or SigningKeys(None)
 
     def construct_transcoder(self) -> Transcoder:
-        transcoder = OrjsonDecodingTranscoder()
+        transcoder = OrjsonTranscoder()
         self.register_transcodings(transcoder)
         return transcoder

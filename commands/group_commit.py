@@ -25,9 +25,10 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from commands.bulk import write_aggregates
+from commands.bulk import aggregate_events, write_events
+from commands.fresh_events import DeliveryRecords
 from commands.messages import Command, Outcome
-from commands.unit_of_work import UnitOfWork
+from commands.unit_of_work import RecordedDelivery, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class GroupCommitter:
         self._max_batch = max_batch
         self._attempts = attempts
         self.on_commit = on_commit
+        self._deliveries = DeliveryRecords(app.mapper)  # the template of delivery records
         self._queue: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -149,7 +151,8 @@ class GroupCommitter:
         # Prefetched copies serve the first attempt only: a handler mutates what it
         # is given, so after any failed attempt they no longer show the stored state.
         for attempt in range(self._attempts):
-            uow = UnitOfWork(self._app.repository, self._seed(batch) if seeded else None)
+            seed = self._seed(batch) if seeded else None
+            uow = UnitOfWork(self._app.repository, seed, self._deliveries)
             seeded = False
             outcomes: list[Outcome] = []
             try:
@@ -164,15 +167,18 @@ class GroupCommitter:
                 bad.settle(error=error)
                 rest = [t for t in batch if t is not bad]
                 return self._commit(rest, seeded=False) if rest else None
+            recorded = uow.recorded_deliveries()
+            rows = [*aggregate_events(self._app.mapper, uow.aggregates())]
+            rows += [delivery.row for delivery in recorded]  # after the events they record
             try:
-                write_aggregates(self._app, uow.aggregates())
+                write_events(self._app, rows)
             except IntegrityError:
                 # Another process changed one of these aggregates first.
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             except PersistenceError as error:
                 return self._fail(batch, error)
-            self._remember_versions(uow.aggregates())
+            self._remember_versions(uow.aggregates(), recorded)
             if self.on_commit:
                 self.on_commit(len(batch))
             for ticket, outcome in zip(batch, outcomes, strict=True):
@@ -199,11 +205,15 @@ class GroupCommitter:
                     seed[aggregate_id] = aggregate
         return seed
 
-    def _remember_versions(self, aggregates: list[Aggregate]) -> None:
+    def _remember_versions(
+        self, aggregates: list[Aggregate], recorded: list[RecordedDelivery]
+    ) -> None:
         if len(self._saved_versions) > SAVED_VERSIONS_LIMIT:
             self._saved_versions.clear()
         for aggregate in aggregates:
             self._saved_versions[aggregate.id] = aggregate.version
+        for delivery in recorded:
+            self._saved_versions[delivery.id] = 1
 
     @staticmethod
     def _fail(batch: list[_Ticket], error: BaseException) -> None:

@@ -138,7 +138,8 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
     """Run a command once per (token owner, key): replay, refuse a reused key, or
     execute and keep the exact outcome in a delivery record saved with its events."""
     owner = cmd.context.token_id
-    delivery = uow.get(Delivery, Delivery.create_id(owner, cmd.key))
+    delivery_id = Delivery.create_id(owner, cmd.key)
+    delivery = uow.recorded_delivery(delivery_id) or uow.get(Delivery, delivery_id)
     if delivery is not None:
         if (
             outcome := replay(cmd, delivery.fingerprint, delivery.status, delivery.body)
@@ -157,18 +158,8 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
         status = 200
     except Problem as problem:
         body, outcome, status = problem.document(), problem.code, problem.status
-    uow.add(
-        Delivery(
-            owner=owner,
-            key=cmd.key,
-            fingerprint=cmd.fingerprint,
-            operation=cmd.operation,
-            status=status,
-            body=body.decode(),
-            outcome=outcome,
-            meta=cmd.context.meta(),
-        )
-    )
+    texts = (cmd.key, cmd.fingerprint, cmd.operation, body.decode(), outcome)
+    uow.record_delivery(delivery_id, owner, status, cmd.context.meta(), texts)
     return Outcome(status, body)
 
 

@@ -1,6 +1,8 @@
-"""Aggregates loaded and created for one transaction (possibly many commands)."""
+"""Aggregates loaded and created for one transaction (possibly many commands), and the
+delivery records it made (as stored events, commands/fresh_events.py)."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -8,20 +10,38 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
-from commands.bulk import plain_state, read_stored, rebuild
+from commands.bulk import EventRow, plain_state, read_stored, rebuild
+from commands.fresh_events import DeliveryRecords
 from commands.library_internals import event_store_of, mapper_of
 
 A = TypeVar("A", bound=Aggregate)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedDelivery:
+    """A delivery record made in this transaction: what a repeat of its call needs, and
+    its one event, ready to store (a Delivery aggregate at version 1 once stored)."""
+
+    id: UUID
+    fingerprint: str
+    status: int
+    body: str
+    row: EventRow
+
+
 class UnitOfWork:
     def __init__(
-        self, repository: Repository[Any], seed: dict[UUID, Aggregate | None] | None = None
+        self,
+        repository: Repository[Any],
+        seed: dict[UUID, Aggregate | None] | None = None,
+        deliveries: DeliveryRecords | None = None,
     ) -> None:
         self._repository = repository
         self._events = event_store_of(repository)
         self._aggregates: dict[UUID, Aggregate | None] = dict(seed or {})
         self._read: dict[UUID, list[StoredEvent]] = {}  # read together, rebuilt when used
+        self._deliveries = deliveries
+        self._recorded: dict[UUID, RecordedDelivery] = {}
 
     def get(self, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as this transaction sees it, or None if it does not exist."""
@@ -53,6 +73,33 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
+
+    def record_delivery(
+        self,
+        delivery_id: UUID,
+        owner: UUID,
+        status: int,
+        meta: dict[str, Any],
+        texts: tuple[str, str, str, str, str],  # key, fingerprint, operation, body, outcome
+    ) -> None:
+        """A new Delivery(owner, key, fingerprint, operation, status, body, outcome, meta),
+        stored with this transaction's events."""
+        if self._deliveries is None:
+            self._deliveries = DeliveryRecords(mapper_of(self._events))
+        records = self._deliveries
+        row = (
+            delivery_id.bytes,
+            records.version,
+            records.topic,
+            records.state(owner, status, meta, texts),
+        )
+        self._recorded[delivery_id] = RecordedDelivery(delivery_id, texts[1], status, texts[3], row)
+
+    def recorded_delivery(self, delivery_id: UUID) -> RecordedDelivery | None:
+        return self._recorded.get(delivery_id)
+
+    def recorded_deliveries(self) -> list[RecordedDelivery]:
+        return list(self._recorded.values())
 
     def loaded(self) -> dict[UUID, Aggregate | None]:
         for aggregate_id in list(self._read):

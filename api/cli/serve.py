@@ -7,6 +7,7 @@ CONNECTIONS_PER_WORKER connections and runs WSGI requests on blocking threads; t
 Guard (api/wsgi_guard.py) reads bodies before a request takes one of `--threads`
 app slots, so a body trickling in cannot starve the app either."""
 
+import gc
 import logging
 import os
 import shutil
@@ -152,7 +153,13 @@ def _worker_app(config: Config, threads: int) -> Callable[[], Any]:
 
         def build() -> Any:
             _reach(config)  # a failed build leaves a pool behind: try the door first
-            return create_app(build_services(config, create_tables=False))
+            app = create_app(build_services(config, create_tables=False))
+            # What start-up made (modules, the app, its tables) lives as long as the
+            # worker: frozen out of the collector, a full collection no longer walks it
+            # (one took 18 ms, a request's tail latency).
+            gc.collect()
+            gc.freeze()
+            return app
 
         return Guard(Starting(build, UNAVAILABLE), threads)
 
