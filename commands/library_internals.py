@@ -35,7 +35,8 @@ Mapping and transcoding
 - Mapper.to_stored_event's state layout (the attributes as one JSON object, compressed, then encrypted) — replays' plain reads, the import's templates (`seal`, `unseal`)
 - Mapper.to_domain_event on StoredEvent-like rows (a text originator_id made a UUID) — read_log's light rows (`note_decoder`)
 - JSONTranscoder._decode_obj and its {"_type_", "_data_"} values — the orjson decoder revives them (`typed_value_decoder`, `TYPE_KEY`, `DATA_KEY`, `TYPE_KEY_JSON`)
-- JSONTranscoder's compact, unescaped encoding (orjson.dumps' bytes) — the orjson decoder's one-comparison check (commands/transcoder.py)
+- JSONTranscoder's compact, unescaped encoding (orjson.dumps' bytes) — the orjson decoder's one-comparison check, and the orjson encoder writing the same bytes (commands/transcoder.py)
+- JSONTranscoder.types and _encode_obj's {"_type_": name, "_data_": encode(value)} — the orjson encoder writes a registered type's value so (`transcoding_of`)
 - DatetimeAsISO (a timestamp stored as isoformat) — the import's event templates (`encoded_timestamp`)
 """
 
@@ -60,6 +61,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     ProgrammingError,
     Tracking,
+    Transcoding,
 )
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -421,6 +423,12 @@ def typed_value_decoder(transcoder: JSONTranscoder) -> Callable[[dict[str, Any]]
     """The transcoder's object hook: a typed value ({TYPE_KEY, DATA_KEY}) made its
     Python value again by its registered transcoding; any other dict returned as it is."""
     return transcoder._decode_obj
+
+
+def transcoding_of(transcoder: JSONTranscoder, kind: type) -> Transcoding | None:
+    """The transcoding registered for exactly this type (as the encoder's default looks
+    it up), or None: its value is stored as {TYPE_KEY: .name, DATA_KEY: .encode(value)}."""
+    return transcoder.types.get(kind)
 
 
 def encoded_timestamp(moment: datetime) -> bytes:

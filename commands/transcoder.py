@@ -23,7 +23,13 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import JSONTranscoder
 
-from commands.library_internals import DATA_KEY, TYPE_KEY, TYPE_KEY_JSON, typed_value_decoder
+from commands.library_internals import (
+    DATA_KEY,
+    TYPE_KEY,
+    TYPE_KEY_JSON,
+    transcoding_of,
+    typed_value_decoder,
+)
 
 # What `_plain` returns for a value orjson would not write as the library does.
 NOT_PLAIN: Any = object()
@@ -65,7 +71,7 @@ class OrjsonTranscoder(JSONTranscoder):
         if kind is list or kind is tuple:
             items = [self._plain(inner) for inner in value]
             return NOT_PLAIN if any(item is NOT_PLAIN for item in items) else items
-        transcoding = self.types.get(kind)
+        transcoding = transcoding_of(self, kind)
         if transcoding is None:
             return NOT_PLAIN  # the library's encoder says why it cannot
         data = self._plain(transcoding.encode(value))

@@ -79,6 +79,7 @@ from commands.library_internals import (
     tracking_table,
     transaction,
     transcoder_of,
+    transcoding_of,
     typed_value_decoder,
     unseal,
 )
@@ -564,6 +565,20 @@ def test_a_typed_value_is_revived_by_the_transcoders_hook(memory_app):
         revive = typed_value_decoder(transcoder)
         assert revive(typed) == moment
         assert revive({"plain": "dict"}) == {"plain": "dict"}
+
+
+def test_a_registered_types_value_is_encoded_as_its_typed_object(memory_app):
+    moment = datetime(2026, 12, 3, 16, 32, 5, 123456, tzinfo=UTC)
+    owner = uuid.uuid4()
+    with relied_on("transcoding_of", "TYPE_KEY", "DATA_KEY"):
+        library = JSONTranscoder()
+        memory_app.register_transcodings(library)
+        for value in (moment, owner):
+            transcoding = transcoding_of(library, type(value))
+            assert transcoding is not None
+            typed = {TYPE_KEY: transcoding.name, DATA_KEY: transcoding.encode(value)}
+            assert library.encode({"v": value}) == orjson.dumps({"v": typed})
+        assert transcoding_of(library, object) is None
 
 
 def test_the_transcoder_encodes_as_orjson_does():
