@@ -18,7 +18,8 @@ In one run, on a fresh schema:
 3. reads the API workers' RSS after every call of the run (6 rounds of 8 s measurements: over
    100k calls on this machine), rebuilds each projection with `pm-ops projections
    rebuild` and runs `pm-ops verify` (events/s), and profiles one request per stage
-   in-process (bench/stages.py);
+   in-process (bench/stages.py), now and at the baseline commit OPS_BENCH_BASELINE
+   (default 746ae0c, the one issue 19 measured), so the report shows what moved;
 3b. serves pm-ops with its projections and measures add-member with wrk twice: alone, then
    while state, audit and chain are rebuilt one after another beside their live tables
    (issue 20): the throughput kept, each rebuild's pace under that load, how long each
@@ -62,6 +63,9 @@ ROUNDS = int(os.environ.get("OPS_BENCH_ROUNDS", "6"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
 WORKERS, CONNECTIONS, WRK_THREADS, REPLAY_KEYS = 2, 16, 2, 200
 IMPORT_RUNS = 3
+# The "before" of the stage report: the commit issue 19 measured (an empty value skips it).
+BASELINE = os.environ.get("OPS_BENCH_BASELINE", "746ae0c")
+STAGE_PEOPLE = 5000
 FEED_RATE, FEED_SECONDS = 50, int(os.environ.get("OPS_BENCH_FEED_SECONDS", "20"))
 LUA = ROOT / "bench" / "wrk" / "add_member.lua"
 WRK_HINT = (
@@ -275,7 +279,7 @@ def bench(env: dict[str, str], schema: str) -> str:
     lines += load_report(ours, anchors)
     lines += rebuild_report(env)
     lines += bluegreen_report(env, schema, token)
-    lines += stage_report(env)
+    lines += stage_report()
     return "\n".join(lines)
 
 
@@ -562,15 +566,70 @@ def reading(schema: str) -> Iterator[list[float]]:
         thread.join()
 
 
-def stage_report(env: dict[str, str]) -> list[str]:
-    stages = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "stages.py")],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+def stage_report() -> list[str]:
+    """The CPU of one call per stage (bench/stages.py), for this code and for the
+    baseline commit OPS_BENCH_BASELINE (default the commit issue 19 measured; empty
+    skips it), each on a fresh schema with STAGE_PEOPLE people imported by that code."""
+    measured = {"now": stages_of(ROOT)}
+    if BASELINE:
+        with baseline_tree(BASELINE) as tree:
+            if tree is None:
+                return [f"(the baseline {BASELINE} is not in this repository's history)"]
+            measured["before"] = stages_of(tree)
+    lines = []
+    for scenario, title in (("new", "add-member, new key"), ("replay", "replay")):
+        now = measured["now"][scenario]
+        before = measured.get("before", {}).get(scenario)
+        head = (
+            f"  {'stage':32} {'before':>8} {'now':>8}" if before else f"  {'stage':32} {'now':>8}"
+        )
+        lines += [f"CPU of one call per stage, {title} (µs, in-process under cProfile,"
+                  f" sequential; {BASELINE or 'no baseline'} before):", head]  # fmt: skip
+        for stage in sorted(now, key=lambda name: (name == "total", -now[name])):
+            cells = f"{before.get(stage, 0):8,.0f} " if before else ""
+            lines.append(f"  {stage:32} {cells}{now[stage]:8,.0f}")
+    return lines
+
+
+def stages_of(tree: Path) -> dict[str, dict[str, float]]:
+    """bench/stages.py's figures for the pm-ops code in `tree`, on a fresh schema."""
+    with fresh_schema() as (_, env):
+        env = {**env, "PYTHONPATH": str(tree), "OPS_BENCH_PEOPLE": str(STAGE_PEOPLE)}
+        workdir = Path(tempfile.mkdtemp(prefix="pm-ops-stages-"))
+        people, communities = workdir / "people.csv", workdir / "communities.csv"
+        people.write_text(
+            "id,email\n" + "".join(f"{i},p{i}@bench.example\n" for i in range(1, STAGE_PEOPLE + 1))
+        )
+        communities.write_text("id,name\n1,Bench\n")
+        run_cli(env, "directory", "import", "--communities", str(communities))
+        run_cli(env, "directory", "import", "--people", str(people))
+        shutil.rmtree(workdir)
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "stages.py"), "--code", str(tree), "--json"],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    figures: dict[str, dict[str, float]] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+@contextmanager
+def baseline_tree(revision: str) -> Iterator[Path | None]:
+    """The code of `revision` in a temporary directory (None if git does not know it)."""
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{revision}^{{commit}}"], capture_output=True
     )
-    return stages.stdout.rstrip().splitlines()
+    if known.returncode != 0:
+        yield None
+        return
+    tree = Path(tempfile.mkdtemp(prefix="pm-ops-baseline-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        yield tree
+    finally:
+        shutil.rmtree(tree)
 
 
 def feed_lag_report(env: dict[str, str]) -> str:

@@ -8,9 +8,16 @@ request in another thread is still counted. The server's own HTTP parsing is not
 this picture (wrk's figures include it). One request at a time means every save
 carries one command; under load a save is shared by the batch, so `save` shrinks.
 Profiling inflates Python-heavy stages: read the shares, not the microseconds.
-OPS_BENCH_PROFILE_OUT=FILE keeps the merged profile for a closer look."""
+OPS_BENCH_PROFILE_OUT=FILE keeps the merged profile for a closer look.
 
+    stages.py [--code DIR] [--json]
+
+--code runs the pm-ops code in DIR (bench/run.py passes a checkout of the baseline
+commit, for the "before" column); --json prints the stages as JSON for bench/run.py."""
+
+import argparse
 import cProfile
+import json
 import os
 import pstats
 import sys
@@ -23,10 +30,7 @@ from typing import Any
 
 from falcon import testing
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from api.app import create_app
-from api.bootstrap import bootstrap
-from api.config import Config
+ROOT = Path(__file__).resolve().parent.parent
 
 CALLS = int(os.environ.get("OPS_BENCH_STAGE_CALLS", "2000"))
 PEOPLE = int(os.environ.get("OPS_BENCH_PEOPLE", "100000"))
@@ -38,15 +42,24 @@ STAGES = [
     ("parsing", [("api/parsing.py", "parse_command")]),
     ("reads (prefetch)", [("commands/handlers.py", "__call__")]),
     ("handler", [("commands/handlers.py", "add_member")]),
-    ("save (one transaction)", [("commands/bulk.py", "write_aggregates")]),
+    ("save (one transaction)", [("commands/bulk.py", "aggregate_events"), ("commands/bulk.py", "write_events")]),
     ("response", [("api/resources.py", "answer")]),
-    ("metrics", [("prometheus_client/metrics.py", "inc"), ("prometheus_client/metrics.py", "observe")]),
+    ("metrics", [("prometheus_client/metrics.py", "inc"), ("prometheus_client/metrics.py", "observe"), ("api/metrics.py", "observe"), ("api/metrics.py", "flush")]),
 ]  # fmt: skip
 TOTALS = [("falcon/app.py", "__call__"), ("api/rate_limit.py", "_count")]
-TOTALS += [("commands/group_commit.py", "_commit")]
+TOTALS += [("commands/group_commit.py", "_commit"), ("api/metrics.py", "_flush_every")]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--code", type=Path, default=ROOT)
+    parser.add_argument("--json", action="store_true")
+    options = parser.parse_args()
+    sys.path.insert(0, str(options.code.resolve()))
+    from api.app import create_app
+    from api.bootstrap import bootstrap
+    from api.config import Config
+
     config = Config.from_env()
     profiles: list[cProfile.Profile] = []
 
@@ -74,8 +87,12 @@ def main() -> None:
         replays.disable()
     for profile in profiles:
         profile.disable()
-    print(report(profiles, "add-member request, new key"))
-    print(report([replays], "replay"))
+    measured = {"new": stages(profiles), "replay": stages([replays])}
+    if options.json:
+        print(json.dumps(measured))
+    else:
+        print(report(measured["new"], "add-member request, new key"))
+        print(report(measured["replay"], "replay"))
 
 
 def send(client: testing.TestClient, token: str, i: int, key: str, replayed: bool = False) -> None:
@@ -94,7 +111,8 @@ def send(client: testing.TestClient, token: str, i: int, key: str, replayed: boo
     assert (result.headers.get("Idempotent-Replayed") == "true") == replayed
 
 
-def report(profiles: list[cProfile.Profile], what: str) -> str:
+def stages(profiles: list[cProfile.Profile]) -> dict[str, float]:
+    """CPU µs of one call per stage, and "total"."""
     stats = pstats.Stats(profiles[0])
     for profile in profiles[1:]:
         stats.add(profile)
@@ -109,7 +127,6 @@ def report(profiles: list[cProfile.Profile], what: str) -> str:
             if any(file.endswith(suffix) and name == fn for suffix, fn in functions)
         )
 
-    total = cumulative(TOTALS)
     shares = {stage: cumulative(functions) for stage, functions in STAGES}
     hit = cumulative([("api/rate_limit.py", "hit")])
     in_request_thread = shares["admission (token, checks, key)"] + sum(
@@ -122,16 +139,19 @@ def report(profiles: list[cProfile.Profile], what: str) -> str:
         - shares["save (one transaction)"]
     )
     shares["HTTP (falcon, in-process)"] = cumulative(TOTALS[:1]) - in_request_thread
+    shares["total"] = cumulative(TOTALS)
+    return {stage: seconds / CALLS * 1e6 for stage, seconds in shares.items()}
+
+
+def report(measured: dict[str, float], what: str) -> str:
+    total = measured["total"]
     lines = [
         f"CPU of one {what}, {CALLS} sequential calls in-process under cProfile "
-        f"({total / CALLS * 1e6:,.0f} µs each, profiled):"
+        f"({total:,.0f} µs each, profiled):"
     ]
-    for stage, seconds in sorted(shares.items(), key=lambda item: -item[1]):
-        if seconds <= 0:
-            continue
-        lines.append(
-            f"  {stage:32} {seconds / CALLS * 1e6:7,.0f} µs  {100 * seconds / total:5.1f} %"
-        )
+    for stage, micros in sorted(measured.items(), key=lambda item: -item[1]):
+        if micros > 0 and stage != "total":
+            lines.append(f"  {stage:32} {micros:7,.0f} µs  {100 * micros / total:5.1f} %")
     return "\n".join(lines)
 
 
