@@ -8,12 +8,14 @@ library is imported here when metrics are first made, never at module import.
 The request path's observations (a request counted, a command timed, a batch sized)
 are gathered in memory and handed to prometheus_client at most FLUSH_SECONDS later,
 and before every /metrics answer: in multiprocess mode each observation is a locked
-write to a memory-mapped file, which cost a tenth of a replay's CPU. So /metrics may
-show another worker's last second a second late; it never loses an observation."""
+write to a memory-mapped file, which cost a tenth of a replay's CPU. A flush writes
+each metric once: a counter's total, a histogram's count per bucket and sum. So /metrics
+may show another worker's last second a second late; it never loses an observation."""
 
 import atexit
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,7 @@ class Deferred:
 
     __slots__ = ("_apply", "_lock", "_pending")
 
-    def __init__(self, apply: Callable[[float], None]) -> None:
+    def __init__(self, apply: Callable[[list[float]], None]) -> None:
         self._apply = apply
         self._lock = threading.Lock()
         self._pending: list[float] = []
@@ -39,8 +41,33 @@ class Deferred:
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
-        for value in pending:
-            self._apply(value)
+        if pending:
+            self._apply(pending)
+
+
+def add_to_counter(child: Any) -> Callable[[list[float]], None]:
+    return lambda values: child.inc(sum(values))
+
+
+def add_to_histogram(child: Any) -> Callable[[list[float]], None]:
+    """Many observations written as `observe` writes one: the value's bucket is the
+    first whose upper bound it does not exceed, and the sum takes it. prometheus_client
+    0.x keeps a child's buckets and sum as values we add to (`_upper_bounds`, `_buckets`,
+    `_sum`); a release without them gets each observation the documented way."""
+    if not all(hasattr(child, name) for name in ("_upper_bounds", "_buckets", "_sum")):
+        return lambda values: [child.observe(value) for value in values] and None
+    bounds, buckets, total = child._upper_bounds, child._buckets, child._sum
+
+    def add(values: list[float]) -> None:
+        counts = [0] * len(bounds)
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        for bucket, count in zip(buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        total.inc(sum(values))
+
+    return add
 
 
 class Metrics:
@@ -96,17 +123,19 @@ class Metrics:
 
     def request_counter(self, route: str, status: int) -> Deferred:
         """Counts one request of this route and status per `inc()`."""
-        return self._defer(self.requests.labels(route, status).inc, "requests", route, status)
+        child = self.requests.labels(route, status)
+        return self._defer(add_to_counter(child), "requests", route, status)
 
     def command_timer(self, operation: str) -> Deferred:
         """Times one command of this operation per `observe(seconds)`."""
-        return self._defer(self.command_seconds.labels(operation).observe, "command", operation)
+        child = self.command_seconds.labels(operation)
+        return self._defer(add_to_histogram(child), "command", operation)
 
     def batch_sizes(self) -> Deferred:
         """Sizes one group commit per `observe(size)`."""
-        return self._defer(self.batch_size.observe, "batch")
+        return self._defer(add_to_histogram(self.batch_size), "batch")
 
-    def _defer(self, apply: Callable[[float], None], *key: Any) -> Deferred:
+    def _defer(self, apply: Callable[[list[float]], None], *key: Any) -> Deferred:
         with self._deferred_lock:
             deferred = self._deferred.get(key)
             if deferred is None:

@@ -38,6 +38,11 @@ def test_metrics_add_up_every_worker_and_show_projection_lag(config, directory):
                 break
             time.sleep(0.5)
     assert served(metrics) == 6
+    timed = [line for line in metrics.splitlines() if line.startswith("pm_ops_command_seconds")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in timed if "_count{" in line) == 6
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in timed if "_sum{" in line) > 0
+    infinite = [line for line in timed if 'le="+Inf"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in infinite) == 6
     assert {line.split('"')[1] for line in lags} >= {"state", "audit"}
     assert all(line.endswith(" 0.0") for line in lags), lags
 
