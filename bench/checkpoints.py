@@ -17,6 +17,8 @@ a proof and `verify` against the published checkpoints cost, on PostgreSQL.
    tree has caught up with the import; every 0.1 s the
    log's head and the tree's position are sampled, and the lag is how long ago the log
    first held an event beyond the position the tree has reached (0 at the head).
+5. The API's throughput with checkpoints on and off: `pm-ops serve` with its projections,
+   add-member with new keys as bench/run.py measures it, OPS_BENCH_SECONDS each, A B B A.
 """
 
 import json
@@ -33,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.run import fresh_schema, run_cli  # noqa: E402
+from bench.run import SECONDS, fresh_schema, run_cli, wrk  # noqa: E402
 from tests.server import free_port, launched, pm_ops  # noqa: E402
 
 EVENTS = int(os.environ.get("OPS_BENCH_CHECKPOINT_EVENTS", "1000000"))
@@ -127,8 +129,10 @@ def paced(base: str, seconds: int, token: str, rate: int) -> float:
     return result["requests"] / (result["duration_us"] / 1e6)
 
 
-def caught_up(env: dict[str, str], within: float = 120) -> None:
-    """Wait until the checkpoint tree has reached the log's head."""
+def caught_up(
+    env: dict[str, str], names: tuple[str, ...] = ("checkpoints",), within: float = 120
+) -> None:
+    """Wait until these projections (the checkpoint tree) have reached the log's head."""
     os.environ.update(env)
     from api.bootstrap import bootstrap
     from api.config import Config
@@ -136,9 +140,9 @@ def caught_up(env: dict[str, str], within: float = 120) -> None:
     with bootstrap(Config.from_env(), create_tables=False) as services:
         views, recorder = services.read_models.views, services.app.recorder
         deadline = time.monotonic() + within
-        while views.position("checkpoints") < (recorder.max_notification_id() or 0):
+        while min(map(views.position, names)) < (recorder.max_notification_id() or 0):
             if time.monotonic() > deadline:
-                raise SystemExit(f"the checkpoint tree did not catch up within {within:.0f} s")
+                raise SystemExit(f"{', '.join(names)} did not catch up within {within:.0f} s")
             time.sleep(0.25)
 
 
@@ -182,6 +186,32 @@ def lag_report(env: dict[str, str]) -> list[str]:
     ]
 
 
+def throughput_report(env: dict[str, str]) -> list[str]:
+    """add-member's req/s under serve with its projections, checkpoints on and off."""
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench-tp", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
+    signing = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for mode in ("on", "off", "off", "on"):
+        port = free_port()
+        argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
+        with launched(argv, port, signing if mode == "on" else plain, start_seconds=60) as (
+            base,
+            _process,
+        ):
+            following = ("state", "audit", "chain", "activity")
+            caught_up(env, following + (("checkpoints",) if mode == "on" else ()))
+            prefix = f"tp-{uuid.uuid4().hex[:8]}"
+            wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
+            rates[mode].append(wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate)
+    on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
+    return [
+        f"API with its projections, new keys: {on:,.0f} req/s with checkpoints every second, "
+        f"{off:,.0f} without ({on / off:.2f} of it; A B B A, {SECONDS} s each)"
+    ]
+
+
 def main() -> None:
     lines = ["signed checkpoints"]
     with fresh_schema() as (_schema, env), tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +228,7 @@ def main() -> None:
         env = signing_env(env, workdir)
         import_people(env, workdir, 30000)
         lines += lag_report(env)
+        lines += throughput_report(env)
     print("\n".join(lines))
 
 

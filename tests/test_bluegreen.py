@@ -61,6 +61,12 @@ def spawn(config: Config, *args: str) -> "subprocess.Popen[str]":
     )
 
 
+def niceness(pid: int) -> int:
+    """A process's nice value, as ps shows it (/proc/PID/stat, the 19th field)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
 def end(process: "subprocess.Popen[str]") -> None:
     process.send_signal(signal.SIGCONT)
     process.terminate()
@@ -182,6 +188,8 @@ def test_a_rebuild_in_progress_is_shown_and_a_second_one_is_refused(
         first = spawn(config, "projections", "rebuild", "audit", "--wait", "60")
         try:
             assert wait_until(lambda: waiting_at_hand_over(config, "audit"), 60, 0.2)
+            # It gives way to the API: `ps -o ni` shows the rebuild at nice 10 or more.
+            assert niceness(first.pid) >= 10
 
             row = status(config)["audit (rebuild)"]
             assert row["rebuild_of"] == "audit" and row["position"] == row["head"]
