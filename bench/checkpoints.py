@@ -188,7 +188,9 @@ def lag_report(env: dict[str, str]) -> list[str]:
 
 def throughput_report(env: dict[str, str]) -> list[str]:
     """add-member's req/s under serve with its projections, checkpoints on and off."""
-    _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench-tp", "--actor", "bench")
+    _, _, issued = run_cli(
+        env, "tokens", "issue", "--name", f"bench-tp-{uuid.uuid4().hex[:6]}", "--actor", "bench"
+    )
     token = issued.strip().splitlines()[-1]
     plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
     signing = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}

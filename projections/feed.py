@@ -126,6 +126,10 @@ class Feed:
         self.views = views
         self.sink = sink
         self.source = source or LogSource(app)
+        # A feed of another source (the checkpoints) is not woken by every write to the
+        # log: it polls (a witness feed woken a few hundred times a second by the API's
+        # writes asked for the latest checkpoint each time).
+        self.wakes_on_log = isinstance(self.source, LogSource)
         self.name = sink.name
         self._stop = threading.Event()
         self._recovered = False

@@ -25,8 +25,12 @@ from psycopg import sql
 from commands.application import OpsApplication
 from commands.library_internals import application_notify_channel
 from commands.store import Store
-from projections.projection import Halted
+from projections.projection import LIVE_BATCH, Halted
 from projections.store import advisory_key
+
+# After a batch that reached the head, a runner waits this long for more events: at a
+# thousand calls a second, spinning on a handful each cost the API a tenth of its pace.
+GATHER_SECONDS = 0.2
 
 log = logging.getLogger("pm_ops.projections")
 
@@ -192,6 +196,7 @@ class Runner:
         self.active = threading.Event()
         self.processed = 0
         self.halted_seconds = 2.0
+        self.gather_seconds = GATHER_SECONDS
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Runner":
@@ -254,8 +259,14 @@ class Runner:
             if self.on_lag is not None:
                 with contextlib.suppress(Exception):
                     self.on_lag(self.name, max(0, self.follower.head() - self.follower.position()))
-            if done == 0:
+            if done == 0 and getattr(self.follower, "wakes_on_log", True):
                 lock.wait_for_events(self.poll_seconds, self.stop_event)
+            elif done == 0:
+                self.stop_event.wait(self.poll_seconds)
+            elif done < LIVE_BATCH:
+                # At the head: let the next events gather rather than spin on a handful
+                # each (every batch is a transaction of its own, beside the API's).
+                self.stop_event.wait(self.gather_seconds)
 
     def _is_paused(self) -> bool:
         try:
