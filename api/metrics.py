@@ -55,7 +55,12 @@ def add_to_histogram(child: Any) -> Callable[[list[float]], None]:
     0.x keeps a child's buckets and sum as values we add to (`_upper_bounds`, `_buckets`,
     `_sum`); a release without them gets each observation the documented way."""
     if not all(hasattr(child, name) for name in ("_upper_bounds", "_buckets", "_sum")):
-        return lambda values: [child.observe(value) for value in values] and None
+
+        def observe_each(values: list[float]) -> None:
+            for value in values:
+                child.observe(value)
+
+        return observe_each
     bounds, buckets, total = child._upper_bounds, child._buckets, child._sum
 
     def add(values: list[float]) -> None:

@@ -138,14 +138,9 @@ class DeliveryRecords:
         self._template = StateTemplate(stored.state, sentinels)
         self.version, self.topic = stored.originator_version, stored.topic
 
-    def state(
-        self,
-        owner: UUID,
-        status: int,
-        meta: dict[str, Any],
-        texts: tuple[str, str, str, str, str],  # DELIVERY_TEXTS' values, in that order
-    ) -> bytes:
-        """The stored state of this record, timestamped now (as Delivery(...) would)."""
+    def state(self, owner: UUID, status: int, meta: dict[str, Any], **texts: str) -> bytes:
+        """The stored state of Delivery(owner, status, meta, key, fingerprint, operation,
+        body, outcome), timestamped now (as Delivery(...) would)."""
         encode = self._encode
         timestamp = Delivery.Recorded.create_timestamp()  # type: ignore[attr-defined]
         values = (
@@ -153,7 +148,7 @@ class DeliveryRecords:
             owner.hex.encode(),
             str(status).encode(),
             encode(meta),
-            *map(encode, texts),
+            *(encode(texts[name]) for name in DELIVERY_TEXTS),
         )
         state = self._template.fill(values)
         return seal(self._mapper, state) if self._sealed else state

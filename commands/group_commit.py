@@ -168,7 +168,7 @@ class GroupCommitter:
                 rest = [t for t in batch if t is not bad]
                 return self._commit(rest, seeded=False) if rest else None
             recorded = uow.recorded_deliveries()
-            rows = [*aggregate_events(self._app.mapper, uow.aggregates())]
+            rows = list(aggregate_events(self._app.mapper, uow.aggregates()))
             rows += [delivery.row for delivery in recorded]  # after the events they record
             try:
                 write_events(self._app, rows)
@@ -213,7 +213,7 @@ class GroupCommitter:
         for aggregate in aggregates:
             self._saved_versions[aggregate.id] = aggregate.version
         for delivery in recorded:
-            self._saved_versions[delivery.id] = 1
+            self._saved_versions[delivery.id] = delivery.version
 
     @staticmethod
     def _fail(batch: list[_Ticket], error: BaseException) -> None:

@@ -158,8 +158,17 @@ def _deliver(cmd: DeliveredCommand, uow: UnitOfWork, execute: Execute) -> Outcom
         status = 200
     except Problem as problem:
         body, outcome, status = problem.document(), problem.code, problem.status
-    texts = (cmd.key, cmd.fingerprint, cmd.operation, body.decode(), outcome)
-    uow.record_delivery(delivery_id, owner, status, cmd.context.meta(), texts)
+    uow.record_delivery(
+        delivery_id,
+        owner,
+        status,
+        cmd.context.meta(),
+        key=cmd.key,
+        fingerprint=cmd.fingerprint,
+        operation=cmd.operation,
+        body=body.decode(),
+        outcome=outcome,
+    )
     return Outcome(status, body)
 
 

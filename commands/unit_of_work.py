@@ -28,6 +28,10 @@ class RecordedDelivery:
     body: str
     row: EventRow
 
+    @property
+    def version(self) -> int:
+        return self.row[1]
+
 
 class UnitOfWork:
     def __init__(
@@ -75,25 +79,18 @@ class UnitOfWork:
         self._aggregates[aggregate.id] = aggregate
 
     def record_delivery(
-        self,
-        delivery_id: UUID,
-        owner: UUID,
-        status: int,
-        meta: dict[str, Any],
-        texts: tuple[str, str, str, str, str],  # key, fingerprint, operation, body, outcome
+        self, delivery_id: UUID, owner: UUID, status: int, meta: dict[str, Any], **texts: str
     ) -> None:
-        """A new Delivery(owner, key, fingerprint, operation, status, body, outcome, meta),
-        stored with this transaction's events."""
+        """A new Delivery(owner, status, meta, key=, fingerprint=, operation=, body=,
+        outcome=), stored with this transaction's events."""
         if self._deliveries is None:
             self._deliveries = DeliveryRecords(mapper_of(self._events))
         records = self._deliveries
-        row = (
-            delivery_id.bytes,
-            records.version,
-            records.topic,
-            records.state(owner, status, meta, texts),
+        state = records.state(owner, status, meta, **texts)
+        row = (delivery_id.bytes, records.version, records.topic, state)
+        self._recorded[delivery_id] = RecordedDelivery(
+            delivery_id, texts["fingerprint"], status, texts["body"], row
         )
-        self._recorded[delivery_id] = RecordedDelivery(delivery_id, texts[1], status, texts[3], row)
 
     def recorded_delivery(self, delivery_id: UUID) -> RecordedDelivery | None:
         return self._recorded.get(delivery_id)

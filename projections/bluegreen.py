@@ -61,7 +61,6 @@ RETIRED = "__retired"  # a replaced table, between the swap and its drop
 STAND_BY_SECONDS = 15.0  # the live runner stands by this long unless asked again
 LOCK_TIMEOUT_MS = 50  # PostgreSQL: readers queue behind the swap's locks no longer than this
 SWAP_PATIENCE = 300.0  # seconds of retrying a swap that readers keep from its locks
-CATALOG_RACE_ATTEMPTS = 3  # a rebuild meeting a concurrent catalog change resumes
 NEAR_ENOUGH = LIVE_BATCH  # positions left after a pass that the hand-over can take
 OLDER_READERS_SECONDS = 2.0  # PostgreSQL: at most this long for older snapshots to end
 
@@ -199,35 +198,25 @@ class BlueGreen:
                 "`pm-ops projections status` shows how far it has got"
             )
         try:
-            for attempt in range(1, CATALOG_RACE_ATTEMPTS + 1):
-                try:
-                    return self._run_locked(stand_by_seconds)
-                except Exception as error:
-                    if not _catalog_race(error) or attempt == CATALOG_RACE_ATTEMPTS:
-                        raise
-                    log.info("projection %s: %s; resuming the rebuild", self.name, error)
-            raise AssertionError("unreachable")
+            self._prepare()
+            try:
+                self._build()
+                self._check(whole=True)  # the live runner still following meanwhile
+                self._analyze()
+                position = self._hand_over(stand_by_seconds)
+            except (LogAltered, Unstorable):
+                self._discard()
+                raise
+            except _Interrupted:
+                log.info("projection %s: rebuild stopped; the next one resumes it", self.name)
+                return None
+            try:
+                self._retire()
+            except Exception as error:  # swapped in all the same; the next rebuild drops them
+                log.warning("projection %s: could not drop the old tables (%s)", self.name, error)
+            return position
         finally:
             self.lock.release()
-
-    def _run_locked(self, stand_by_seconds: float | None) -> int | None:
-        self._prepare()
-        try:
-            self._build()
-            self._check(whole=True)  # the live runner still following meanwhile
-            self._analyze()
-            position = self._hand_over(stand_by_seconds)
-        except (LogAltered, Unstorable):
-            self._discard()
-            raise
-        except _Interrupted:
-            log.info("projection %s: rebuild stopped; the next one resumes it", self.name)
-            return None
-        try:
-            self._retire()
-        except Exception as error:  # swapped in all the same; the next rebuild drops them
-            log.warning("projection %s: could not drop the old tables (%s)", self.name, error)
-        return position
 
     # --- building beside the live tables --------------------------------------------
 
@@ -415,17 +404,6 @@ class BlueGreen:
         with self.live.views.write(reads_first=True) as cursor:
             for table in tables:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
-
-
-def _catalog_race(error: BaseException | None) -> bool:
-    """PostgreSQL's "tuple concurrently updated": another session changed the same catalog
-    row at the same moment (seen once in the tests, resuming right after a kill -9). The
-    rebuild resumes where it was, so trying again is safe."""
-    while error is not None:
-        if isinstance(error, psycopg.errors.InternalError) and "concurrently updated" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _busy(error: BaseException) -> bool:

@@ -25,7 +25,7 @@ from psycopg import sql
 from commands.application import OpsApplication
 from commands.library_internals import application_notify_channel
 from commands.store import Store
-from projections.projection import LIVE_BATCH, Halted
+from projections.projection import Halted
 from projections.store import advisory_key
 
 # After a batch that reached the head, a runner waits this long for more events: at a
@@ -256,17 +256,25 @@ class Runner:
                 return
             done = self.follower.catch_up(max_batches=20)
             self.processed += done
-            if self.on_lag is not None:
+            behind = self._behind()
+            if self.on_lag is not None and behind is not None:
                 with contextlib.suppress(Exception):
-                    self.on_lag(self.name, max(0, self.follower.head() - self.follower.position()))
+                    self.on_lag(self.name, behind)
             if done == 0 and getattr(self.follower, "wakes_on_log", True):
                 lock.wait_for_events(self.poll_seconds, self.stop_event)
             elif done == 0:
                 self.stop_event.wait(self.poll_seconds)
-            elif done < LIVE_BATCH:
+            elif not behind:
                 # At the head: let the next events gather rather than spin on a handful
                 # each (every batch is a transaction of its own, beside the API's).
                 self.stop_event.wait(self.gather_seconds)
+
+    def _behind(self) -> int | None:
+        """Positions between the follower and its source's head (None: cannot tell now)."""
+        try:
+            return max(0, self.follower.head() - self.follower.position())
+        except Exception:
+            return None
 
     def _is_paused(self) -> bool:
         try:
