@@ -139,6 +139,10 @@ class Feed:
         self.views.create_views([])
         self.sink.create()
 
+    @property
+    def live_batch(self) -> int:
+        return self.sink.max_batch
+
     def position(self) -> int:
         return self.views.position(self.name)
 

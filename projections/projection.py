@@ -58,6 +58,7 @@ class TableProjection:
     version = 1
     topics: frozenset[str] | None = None  # None: every event (the chain needs all)
     table_names: tuple[str, ...] = ()  # its own tables, which a rebuild replaces
+    live_batch = LIVE_BATCH
 
     def __init__(self, app: Any, views: ViewsMixin) -> None:
         self.app = app
@@ -230,7 +231,7 @@ class TableProjection:
         head = self.head() if head is None else head
         if batch is None:  # far behind (a first run on an old log): batches of a rebuild's size
             behind = head - self.position() > REBUILD_BATCH
-            batch = REBUILD_BATCH if self._rebuilding_to is not None or behind else LIVE_BATCH
+            batch = REBUILD_BATCH if self._rebuilding_to is not None or behind else self.live_batch
         windows: list[tuple[int, int]] = []  # (after, up to): a batch is `batch` positions
         after = self.position()
         while after < head and (max_batches is None or len(windows) < max_batches):

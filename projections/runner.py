@@ -1,12 +1,16 @@
 """Following the log: one active runner per projection, the others stand by.
 
 A runner polls the notification log in order (the library's ProjectionRunner
-cannot follow SQLite). On PostgreSQL it also LISTENs on the events table's
-channel, but only as a wake-up: it polls anyway, so a lost NOTIFY never
-stalls it. The lock that makes a runner the active one is a PostgreSQL
-advisory lock held by a dedicated connection, or on SQLite an flock() on a
-file beside the database; both vanish with the process that held them, so a
-standby takes over when the active runner dies.
+cannot follow SQLite). On PostgreSQL, once it has caught up, it LISTENs on the
+events table's channel while it waits, but only as a wake-up: it polls anyway,
+so a lost NOTIFY never stalls it. It listens only while it waits: a listening
+connection is sent every write's NOTIFY (a server process woken and a message
+parsed, per write and listener), which a busy runner has no use for.
+
+The lock that makes a runner the active one is a PostgreSQL advisory lock held
+by a dedicated connection, or on SQLite an flock() on a file beside the
+database; both vanish with the process that held them, so a standby takes over
+when the active runner dies.
 """
 
 import contextlib
@@ -28,8 +32,9 @@ from commands.store import Store
 from projections.projection import Halted
 from projections.store import advisory_key
 
-# After a batch that reached the head, a runner waits this long for more events: at a
-# thousand calls a second, spinning on a handful each cost the API a tenth of its pace.
+# After a batch that left it less than a full batch behind, a runner waits this long for
+# more events: at a thousand calls a second, spinning on a handful each (the head moves
+# while a batch is written) cost the API a tenth of its pace.
 GATHER_SECONDS = 0.2
 
 log = logging.getLogger("pm_ops.projections")
@@ -37,6 +42,7 @@ log = logging.getLogger("pm_ops.projections")
 
 class Follower(Protocol):
     name: str
+    live_batch: int  # positions a batch covers while following the head
 
     def create(self) -> None: ...
 
@@ -52,14 +58,16 @@ class RunnerLock(Protocol):
 
     def healthy(self) -> bool: ...
 
-    def wait_for_events(self, timeout: float, stop: threading.Event) -> None: ...
+    def wait_for_events(
+        self, timeout: float, stop: threading.Event, arrived: Callable[[], bool]
+    ) -> None: ...
 
     def release(self) -> None: ...
 
 
 class PostgresLock:
     """pg_try_advisory_lock on a connection of its own (never the pool's), which
-    also LISTENs for the events table's NOTIFY as a wake-up."""
+    also LISTENs for the events table's NOTIFY as a wake-up while its runner waits."""
 
     def __init__(self, store: Store, name: str) -> None:
         env = store.postgres_env()
@@ -91,10 +99,7 @@ class PostgresLock:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(**self._kwargs)
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
-            if not (row and row[0]):
-                return False
-            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            return True
+            return bool(row and row[0])
         except psycopg.Error as error:
             log.warning("projection lock: PostgreSQL unreachable (%s)", type(error).__name__)
             self._close()
@@ -106,13 +111,27 @@ class PostgresLock:
         except psycopg.Error:
             return False
 
-    def wait_for_events(self, timeout: float, stop: threading.Event) -> None:
+    def wait_for_events(
+        self, timeout: float, stop: threading.Event, arrived: Callable[[], bool]
+    ) -> None:
+        """Until a write's NOTIFY, at most `timeout`. `arrived` looks again once the
+        LISTEN holds: a write between the runner's last look and it sent no NOTIFY here.
+        The notifications that came before the UNLISTEN are read and dropped, so they
+        neither pile up (psycopg keeps them) nor wake the next wait for nothing."""
         if self._conn is None:
             stop.wait(timeout)
             return
+        channel = sql.Identifier(self._channel)
         try:
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                pass
+            self._conn.execute(sql.SQL("LISTEN {}").format(channel))
+            try:
+                if not arrived():
+                    for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                        pass
+            finally:
+                self._conn.execute(sql.SQL("UNLISTEN {}").format(channel))
+                for _ in self._conn.notifies(timeout=0):
+                    pass
         except psycopg.Error:
             stop.wait(timeout)
 
@@ -152,7 +171,9 @@ class FileLock:
     def healthy(self) -> bool:
         return self._fd is not None
 
-    def wait_for_events(self, timeout: float, stop: threading.Event) -> None:
+    def wait_for_events(
+        self, timeout: float, stop: threading.Event, arrived: Callable[[], bool]
+    ) -> None:
         stop.wait(timeout)
 
     def release(self) -> None:
@@ -261,13 +282,17 @@ class Runner:
                 with contextlib.suppress(Exception):
                     self.on_lag(self.name, behind)
             if done == 0 and getattr(self.follower, "wakes_on_log", True):
-                lock.wait_for_events(self.poll_seconds, self.stop_event)
+                lock.wait_for_events(self.poll_seconds, self.stop_event, self._arrived)
             elif done == 0:
                 self.stop_event.wait(self.poll_seconds)
-            elif not behind:
-                # At the head: let the next events gather rather than spin on a handful
-                # each (every batch is a transaction of its own, beside the API's).
+            elif behind is not None and behind < self.follower.live_batch:
+                # Near the head: let the next events gather into a fuller batch rather
+                # than spin on a handful each (every batch is a transaction of its own,
+                # beside the API's). A follower a batch or more behind goes straight on.
                 self.stop_event.wait(self.gather_seconds)
+
+    def _arrived(self) -> bool:
+        return bool(self._behind())
 
     def _behind(self) -> int | None:
         """Positions between the follower and its source's head (None: cannot tell now)."""

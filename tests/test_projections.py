@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 from click.testing import CliRunner
 
 from api.cli import auditing, cli
@@ -210,6 +211,30 @@ def test_two_runners_never_both_process_and_a_standby_takes_over(
         first.stop()
         if second is not None:
             second.stop()
+
+
+@pytest.mark.parametrize("config", ["postgres"], indirect=True)
+def test_a_waiting_runner_is_woken_by_each_write_not_by_its_poll(
+    config, services, client, directory
+):
+    """It LISTENs only while it waits (a busy runner is not sent every write's NOTIFY):
+    after a burst it has worked through, and after quiet spells, a write still wakes it
+    within moments though it would poll only once a minute."""
+    running = start_projections(config, ("state",), poll_seconds=60)
+    try:
+        assert wait_until(lambda: caught_up(services.app, config, "state"), 20)
+        for _ in range(3):
+            time.sleep(0.5)  # waiting now
+            some_calls(client, directory)
+            assert wait_until(lambda: caught_up(services.app, config, "state"), 5)
+        for _ in range(5):  # a burst, then quiet
+            some_calls(client, directory)
+        assert wait_until(lambda: caught_up(services.app, config, "state"), 5)
+        time.sleep(0.5)
+        assert add_member(client, directory, directory.person_id).status_code == 200
+        assert wait_until(lambda: caught_up(services.app, config, "state"), 5)
+    finally:
+        running.stop()
 
 
 def test_status_shows_position_head_and_lag(config, services, client, directory):
