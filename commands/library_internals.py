@@ -15,7 +15,7 @@ Recorders and datastores
 - PostgresDatastore.get_connection() — a pooled autocommit connection, dict rows, the library's errors (`connection`)
 - SQLiteDatastore.get_connection(commit=) — a pooled connection whose sqlite3 errors come through as they are (`sqlite_connection`)
 - SQLiteDatastore/PostgresDatastore.transaction(commit=) — the views' transactions, rows by column name (`transaction`)
-- the events table (PostgresDatastore.schema, events_table_name, its columns) — bulk reads, the COPY, read_log (`events_table`, `EVENT_COLUMNS`, `EVENT_COLUMN_TYPES`, `events_of_ids_statement`, `sqlite_events_of_ids_statement`, `latest_states_statement`, `sqlite_latest_states_statement`, `notifications_statement`, `event_positions`)
+- the events table (PostgresDatastore.schema, events_table_name, its columns) — bulk reads, the COPY, read_log (`events_table`, `EVENT_COLUMNS`, `EVENT_COLUMN_TYPES`, `events_of_ids_statement`, `sqlite_events_of_ids_statement`, `latest_states_statement`, `sqlite_latest_states_statement`, `notifications_statement`, `content_digests_statement`, `event_positions`)
 - SQLite's originator_id as UUID.hex, SQLiteRecorder.convert_originator_id — SQLite's bulk reads (`sqlite_stored_id`, `sqlite_read_id`)
 - PostgresApplicationRecorder.lock_table_statements — our COPY takes the recorder's lock, so ids follow commit order (`lock_statements`, `copy_events_statement`)
 - PostgresApplicationRecorder.channel_name (PostgresFactory's `<name>_events`) — the COPY's NOTIFY, the runners' LISTEN (`notify_channel`, `application_notify_channel`)
@@ -261,6 +261,26 @@ def _notifications(schema: str, table: str, topics: bool) -> str:
         f"FROM {_qualified(schema, table)} WHERE notification_id >= %s AND notification_id <= %s"
         + (" AND topic = ANY(%s)" if topics else "")
         + " ORDER BY notification_id"
+    )
+
+
+def content_digests_statement(recorder: Any) -> str:
+    """PostgreSQL, for psycopg: the notifications from the first %s to the second, both
+    inclusive, in log order, as rows of (notification id, SHA-256 of its id, originator
+    id as text, version and topic, each ended by a newline, then its state): what
+    projections/chain.content_digest hashes, hashed where the rows are kept."""
+    return _content_digests(recorder.datastore.schema, recorder.events_table_name)
+
+
+@cache
+def _content_digests(schema: str, table: str) -> str:
+    head = " || E'\\n' || ".join(
+        ("notification_id::text", "originator_id::text", "originator_version::text", "topic")
+    )
+    return (
+        f"SELECT notification_id, sha256(convert_to({head} || E'\\n', 'UTF8') || state) "
+        f"FROM {_qualified(schema, table)} WHERE notification_id >= %s AND notification_id <= %s"
+        " ORDER BY notification_id"
     )
 
 

@@ -3,8 +3,10 @@ signed checkpoint of it every OPS_CHECKPOINT_INTERVAL seconds that the log grew.
 
 - Leaf i is the i-th stored event's content hash (the hash chain's, chain.py), in log
   order; positions may have gaps, so `ops_tree_leaves` maps each leaf's index to its
-  position and keeps its leaf hash; `ops_tree_nodes` keeps every perfect subtree's hash
-  above the leaves, so a root or a proof is one indexed read (projections/merkle.py).
+  position and keeps its leaf hash; `ops_tree_nodes` keeps the perfect subtrees' hashes
+  at every fourth level above the leaves (merkle.STRATUM: the levels between are folded
+  from them), so a root or a proof is one indexed read of a few dozen rows, and the tree
+  writes a row per event and a sixteenth (projections/merkle.py).
 - The tree's right edge (a compact range: O(log n) hashes) is held in memory while
   following and rebuilt from the stored nodes when the runner starts.
 - `ops_checkpoints` keeps every signed note; it is never dropped by a rebuild. A tree
@@ -26,9 +28,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from projections.chain import content_digest
+from projections.chain import read_digests
 from projections.feed import FeedOff
-from projections.merkle import CompactRange, Node, tree_root
+from projections.merkle import CompactRange, Node, is_stored, tree_root
 from projections.projection import Halted, LogAltered, TableProjection
 from projections.store import ViewsMixin
 from projections.times import iso
@@ -189,9 +191,12 @@ class TreeProjection(TableProjection):
             *checkpoint_ddl(self.views),
         ]
 
-    def decode(self, notes: Sequence[Any]) -> list[tuple[int, Any]]:
-        """The tree hashes stored events as they are: nothing to decode."""
-        return [(note.id, note) for note in notes]
+    def read(self, position: int, stop: int, topics: list[str]) -> list[Any]:
+        return read_digests(self.app.recorder, position + 1, stop)
+
+    def decode(self, digests: Sequence[Any]) -> list[tuple[int, Any]]:
+        """The tree needs each event's content digest only: nothing to decode."""
+        return list(digests)
 
     def on_activate(self) -> None:
         self._edge, self._expected = None, None  # read again from what is stored
@@ -211,11 +216,11 @@ class TreeProjection(TableProjection):
         edge = self._edge_in(cursor)
         expected = self.expected()
         leaves, nodes = [], []
-        for position, note in events:
-            completed = edge.append(content_digest(note))
+        for position, digest in events:
+            completed = edge.append(digest)
             level0 = completed[0]
             leaves.append((level0[1], position, level0[2]))
-            nodes += completed[1:]
+            nodes += [node for node in completed[1:] if is_stored(node)]
             if edge.size in expected:
                 self._check(edge, expected[edge.size], position)
         self.tree.store(cursor, leaves, nodes)

@@ -4,8 +4,12 @@ made from those stored hashes in one read each, as Go's tlog does with its store
 No SQL here: callers pass a NodeReader that reads many nodes in one query.
 
 Node (level L, index i) is the hash of the perfect subtree over leaves [i·2^L, (i+1)·2^L);
-level 0 holds the leaf hashes. The hashing and the checking of proofs live in
-projections/transparency.py, the file auditors run on its own."""
+level 0 holds the leaf hashes. Only every STRATUM-th level need be stored (`is_stored`):
+a node between two is folded from the at most 2^(STRATUM-1) stored ones beneath it, as
+Trillian keeps its tree in strata. That stores a sixteenth of a node per leaf instead of
+one; a store that keeps every level (trees built before) reads the same. The hashing and
+the checking of proofs live in projections/transparency.py, the file auditors run on its
+own."""
 
 from collections.abc import Callable, Iterable
 
@@ -14,6 +18,15 @@ from projections.transparency import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 Node = tuple[int, int]  # (level, index)
 StoredNode = tuple[int, int, bytes]  # (level, index, hash)
 NodeReader = Callable[[list[Node]], dict[Node, bytes]]
+
+# Levels 0, 4, 8, ... are stored; a node between is at most 8 stored ones to fold, so a
+# proof still reads a few dozen rows while the tree writes 1/16 of a node row per leaf.
+STRATUM = 4
+
+
+def is_stored(node: StoredNode | Node) -> bool:
+    """Whether a store keeps this node (the others are folded from those beneath them)."""
+    return node[0] % STRATUM == 0
 
 
 class MissingNodes(LookupError):
@@ -169,15 +182,36 @@ def _range_hashes(ranges: list[tuple[int, int]], read: NodeReader) -> list[bytes
 
 
 def _read(read: NodeReader, nodes: list[Node]) -> dict[Node, bytes]:
-    """The nodes' hashes in one call of `read` (none when no node is needed)."""
+    """The nodes' hashes in one call of `read` (none when no node is needed): those of a
+    level between strata are folded from the stored nodes beneath them."""
     if not nodes:
         return {}
-    stored = read(nodes)
-    missing = [node for node in nodes if node not in stored]
+    beneath = {node: _stored_beneath(node) for node in nodes}
+    wanted = list(dict.fromkeys(base for bases in beneath.values() for base in bases))
+    stored = read(wanted)
+    missing = [node for node in wanted if node not in stored]
     if missing:
         level, index = missing[0]
         raise MissingNodes(
-            f"the tree's stored hashes lack {len(missing)} of the {len(nodes)} nodes needed "
+            f"the tree's stored hashes lack {len(missing)} of the {len(wanted)} nodes needed "
             f"(the first: level {level}, index {index}); rebuild the tree from the log"
         )
-    return {node: bytes(stored[node]) for node in nodes}  # a driver may give memoryviews
+    # bytes(): a driver may give memoryviews
+    return {
+        node: _fold_up([bytes(stored[base]) for base in bases]) for node, bases in beneath.items()
+    }
+
+
+def _stored_beneath(node: Node) -> list[Node]:
+    """The stored nodes whose hashes make this one, left to right (itself if stored)."""
+    level, index = node
+    base = level - level % STRATUM
+    width = 1 << (level - base)
+    return [(base, index * width + offset) for offset in range(width)]
+
+
+def _fold_up(hashes: list[bytes]) -> bytes:
+    """The hash of a perfect subtree from its 2^k nodes at one level, left to right."""
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[at], hashes[at + 1]) for at in range(0, len(hashes), 2)]
+    return hashes[0]

@@ -84,6 +84,7 @@ from commands.library_internals import (
     unseal,
 )
 from commands.tokens import admin_meta
+from projections.chain import content_digest, read_digests
 from projections.log import Note, read_log
 from projections.store import open_views
 from tests.conftest import POSTGRES_URL, new_id
@@ -552,6 +553,18 @@ def test_the_log_read_fast_is_the_log_the_library_reads(app):
                 (n.id, n.topic, n.state) for n in library
             ]
             assert [str(n.originator_id) for n in ours] == [str(n.originator_id) for n in library]
+
+
+def test_the_log_hashed_where_it_is_kept_is_hashed_as_the_chain_hashes_it(app):
+    saved_community(app, renames=2)
+    community = Community(community_id=new_id(), name="Zoë's ☃\nclub", meta=admin_meta("x"))
+    app.save(community)
+    head = app.recorder.max_notification_id()
+    with relied_on("content_digests_statement"):
+        library = app.recorder.select_notifications(1, head)
+        assert read_digests(app.recorder, library[1].id, head) == [
+            (note.id, content_digest(note)) for note in library[1:]
+        ]
 
 
 def test_a_typed_value_is_revived_by_the_transcoders_hook(memory_app):

@@ -11,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.merkle import (
+    STRATUM,
     CompactRange,
     MissingNodes,
     consistency_proof,
     inclusion_proof,
+    is_stored,
     tree_root,
 )
 from projections.transparency import verify_consistency, verify_inclusion
@@ -28,9 +30,10 @@ from tests.rfc6962_vectors import (
 
 
 class Tree:
-    """Leaves appended to a CompactRange, every node it completes kept as a table would."""
+    """Leaves appended to a CompactRange, the nodes it completes kept as the tree table
+    keeps them (every STRATUM-th level), or every one (as a table built before strata)."""
 
-    def __init__(self, leaves: list[bytes]) -> None:
+    def __init__(self, leaves: list[bytes], *, every_level: bool = False) -> None:
         self.leaves = leaves
         self.edge = CompactRange()
         self.nodes: dict[tuple[int, int], bytes] = {}
@@ -39,7 +42,8 @@ class Tree:
         for leaf in leaves:
             for level, index, digest in self.edge.append(leaf):
                 assert (level, index) not in self.nodes
-                self.nodes[(level, index)] = digest
+                if every_level or is_stored((level, index)):
+                    self.nodes[(level, index)] = digest
             self.roots.append(self.edge.root())
 
     def read(self, nodes: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -100,10 +104,12 @@ def subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
 
 
 def test_the_published_roots_and_subtree_hashes() -> None:
-    tree = Tree(RFC_LEAVES)
+    tree, stored = Tree(RFC_LEAVES, every_level=True), Tree(RFC_LEAVES)
     assert [root.hex() for root in tree.roots] == RFC_ROOTS
     assert {node: digest.hex() for node, digest in tree.nodes.items()} == RFC_NODES
-    assert [tree_root(size, tree.read).hex() for size in range(9)] == RFC_ROOTS
+    assert set(stored.nodes) == {node for node in RFC_NODES if node[0] in (0, STRATUM)}
+    for read in (tree.read, stored.read):
+        assert [tree_root(size, read).hex() for size in range(9)] == RFC_ROOTS
 
 
 @pytest.mark.parametrize(("index", "size"), sorted(RFC_INCLUSION))
@@ -123,8 +129,9 @@ def test_the_published_consistency_proofs(old: int, new: int) -> None:
     verify_consistency(old, new, *roots, expected)
 
 
-def test_every_tree_up_to_130_leaves_matches_the_rfc_definitions() -> None:
-    tree = Tree(random_leaves(130))
+@pytest.mark.parametrize("every_level", [False, True], ids=["strata", "every-level"])
+def test_every_tree_up_to_130_leaves_matches_the_rfc_definitions(every_level: bool) -> None:
+    tree = Tree(random_leaves(130), every_level=every_level)
     for size in range(1, 131):
         d = tree.leaves[:size]
         assert tree.roots[size] == mth(d) == tree_root(size, tree.read)
@@ -160,7 +167,9 @@ def test_a_root_or_proof_costs_one_read_of_a_handful_of_nodes(size: int) -> None
     consistency_proof(old, size, tree.read)
     CompactRange.from_stored(size, tree.read)
     assert len(tree.reads) <= 4  # a proof with no hashes at all reads nothing
-    assert all(len(nodes) <= 2 * size.bit_length() + 1 for nodes in tree.reads)
+    # at most 2·log2(n)+1 nodes, each between strata folded from 2^(STRATUM-1) at most
+    most = (2 * size.bit_length() + 1) << (STRATUM - 1)
+    assert all(len(nodes) <= most for nodes in tree.reads)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2, 5, 8, 100, 255, 256, 257, 300])
@@ -174,15 +183,16 @@ def test_the_edge_resumes_from_stored_nodes_or_its_saved_state(cut: int) -> None
         assert (resumed.size, resumed.root()) == (cut, whole.roots[cut])
         completed = resumed.extend(leaves[cut:])
         assert resumed.root() == whole.roots[300]
-        assert {(level, index) for level, index, _ in completed} == set(whole.nodes) - set(
+        assert {node[:2] for node in completed if is_stored(node)} == set(whole.nodes) - set(
             first.nodes
         )
 
 
 def test_an_incomplete_store_is_named_not_misread() -> None:
     tree = Tree(random_leaves(20))
-    del tree.nodes[(2, 1)], tree.nodes[(2, 4)]
-    with pytest.raises(MissingNodes, match=r"lack 2 of the 5 nodes .*level 2, index 1"):
+    del tree.nodes[(0, 5)], tree.nodes[(0, 17)]
+    # leaf 0's path: leaf 1, then [2,4), [4,8), [8,16) and [16,20) folded from their leaves
+    with pytest.raises(MissingNodes, match=r"lack 2 of the 19 nodes .*level 0, index 5"):
         inclusion_proof(0, 20, tree.read)
     with pytest.raises(MissingNodes, match="rebuild the tree from the log"):
         CompactRange.from_stored(20, tree.read)
