@@ -17,8 +17,10 @@ a proof and `verify` against the published checkpoints cost, on PostgreSQL.
    tree has caught up with the import; every 0.1 s the
    log's head and the tree's position are sampled, and the lag is how long ago the log
    first held an event beyond the position the tree has reached (0 at the head).
-5. The API's throughput with checkpoints on and off: `pm-ops serve` with its projections,
-   add-member with new keys as bench/run.py measures it, OPS_BENCH_SECONDS each, A B B A.
+5. The API's throughput with checkpoints every second and without: `pm-ops serve` with
+   its projections, add-member with new keys as bench/run.py measures it,
+   OPS_BENCH_SECONDS each, in OPS_BENCH_CHECKPOINT_PAIRS pairs (default 6; on off, off on,
+   ...); each pair's ratio, and their median.
 """
 
 import json
@@ -44,6 +46,7 @@ LOAD_RATE = int(os.environ.get("OPS_BENCH_CHECKPOINT_RATE", "1000"))
 PACE_THREADS, PACE_CONNECTIONS = 2, 32
 PACED = ROOT / "bench" / "wrk" / "paced_add_member.lua"
 PROOFS = 50
+THROUGHPUT_PAIRS = int(os.environ.get("OPS_BENCH_CHECKPOINT_PAIRS", "6"))
 SAMPLE_SECONDS = 0.1
 
 
@@ -187,31 +190,42 @@ def lag_report(env: dict[str, str]) -> list[str]:
 
 
 def throughput_report(env: dict[str, str]) -> list[str]:
-    """add-member's req/s under serve with its projections, checkpoints on and off."""
+    """add-member's req/s under serve with its projections, checkpoints on and off, in
+    THROUGHPUT_PAIRS pairs (on off, off on, ...: neither side always runs first); each
+    pair's ratio, their median and spread."""
     _, _, issued = run_cli(
         env, "tokens", "issue", "--name", f"bench-tp-{uuid.uuid4().hex[:6]}", "--actor", "bench"
     )
     token = issued.strip().splitlines()[-1]
     plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
     signing = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    for mode in ("on", "off", "off", "on"):
-        port = free_port()
-        argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
-        with launched(argv, port, signing if mode == "on" else plain, start_seconds=60) as (
-            base,
-            _process,
-        ):
-            following = ("state", "audit", "chain", "activity")
-            caught_up(env, following + (("checkpoints",) if mode == "on" else ()))
-            prefix = f"tp-{uuid.uuid4().hex[:8]}"
-            wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
-            rates[mode].append(wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate)
-    on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
+    ratios, rates = [], {"on": [], "off": []}
+    for pair in range(THROUGHPUT_PAIRS):
+        measured = {}
+        for mode in ("on", "off") if pair % 2 == 0 else ("off", "on"):
+            measured[mode] = serve_rate(env, signing if mode == "on" else plain, token, mode)
+            rates[mode].append(measured[mode])
+        ratios.append(measured["on"] / measured["off"])
+    spread = ", ".join(f"{ratio:.2f}" for ratio in ratios)
     return [
-        f"API with its projections, new keys: {on:,.0f} req/s with checkpoints every second, "
-        f"{off:,.0f} without ({on / off:.2f} of it; A B B A, {SECONDS} s each)"
+        f"API with its projections, new keys: checkpoints every second vs none, "
+        f"{statistics.median(ratios):.2f} of its pace (median of {len(ratios)} pairs: "
+        f"{spread}; {statistics.median(rates['on']):,.0f} vs "
+        f"{statistics.median(rates['off']):,.0f} req/s, {SECONDS} s each)"
     ]
+
+
+def serve_rate(env: dict[str, str], serving: dict[str, str], token: str, mode: str) -> float:
+    """New-key calls a second, wrk as bench/run.py drives it, against `pm-ops serve` (2
+    workers, its projections beside, caught up with the log first)."""
+    port = free_port()
+    argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
+    with launched(argv, port, serving, start_seconds=60) as (base, _process):
+        following = ("state", "audit", "chain", "activity")
+        caught_up(env, following + (("checkpoints",) if mode == "on" else ()))
+        prefix = f"tp-{uuid.uuid4().hex[:8]}"
+        wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
+        return wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate
 
 
 def main() -> None:
