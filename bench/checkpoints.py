@@ -20,7 +20,8 @@ a proof and `verify` against the published checkpoints cost, on PostgreSQL.
 5. The API's throughput with checkpoints every second and without: `pm-ops serve` with
    its projections, add-member with new keys as bench/run.py measures it,
    OPS_BENCH_SECONDS each, in OPS_BENCH_CHECKPOINT_PAIRS pairs (default 6; on off, off on,
-   ...); each pair's ratio, and their median.
+   ...); each pair's ratio, and their median; and, for scale, the ratio of a second "off"
+   measured in each pair to the first (what this machine reads for no change).
 """
 
 import json
@@ -192,27 +193,34 @@ def lag_report(env: dict[str, str]) -> list[str]:
 def throughput_report(env: dict[str, str]) -> list[str]:
     """add-member's req/s under serve with its projections, checkpoints on and off, in
     THROUGHPUT_PAIRS pairs (on off, off on, ...: neither side always runs first); each
-    pair's ratio, their median and spread."""
+    pair's ratio, their median and spread. Each pair also measures "off" a second time:
+    the ratio of the two "off"s is what this machine reads for no change at all."""
     _, _, issued = run_cli(
         env, "tokens", "issue", "--name", f"bench-tp-{uuid.uuid4().hex[:6]}", "--actor", "bench"
     )
     token = issued.strip().splitlines()[-1]
     plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
     signing = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
-    ratios, rates = [], {"on": [], "off": []}
+    ratios, same, rates = [], [], {"on": [], "off": []}
     for pair in range(THROUGHPUT_PAIRS):
-        measured = {}
-        for mode in ("on", "off") if pair % 2 == 0 else ("off", "on"):
+        measured: dict[str, float] = {}
+        for mode in ("on", "off", "off again") if pair % 2 == 0 else ("off", "off again", "on"):
             measured[mode] = serve_rate(env, signing if mode == "on" else plain, token, mode)
-            rates[mode].append(measured[mode])
+        rates["on"].append(measured["on"])
+        rates["off"].append(measured["off"])
         ratios.append(measured["on"] / measured["off"])
-    spread = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        same.append(measured["off again"] / measured["off"])
     return [
         f"API with its projections, new keys: checkpoints every second vs none, "
         f"{statistics.median(ratios):.2f} of its pace (median of {len(ratios)} pairs: "
-        f"{spread}; {statistics.median(rates['on']):,.0f} vs "
-        f"{statistics.median(rates['off']):,.0f} req/s, {SECONDS} s each)"
+        f"{_listed(ratios)}; {statistics.median(rates['on']):,.0f} vs "
+        f"{statistics.median(rates['off']):,.0f} req/s, {SECONDS} s each); none vs none "
+        f"in the same pairs, for scale: {statistics.median(same):.2f} ({_listed(same)})"
     ]
+
+
+def _listed(ratios: list[float]) -> str:
+    return ", ".join(f"{ratio:.2f}" for ratio in ratios)
 
 
 def serve_rate(env: dict[str, str], serving: dict[str, str], token: str, mode: str) -> float:
