@@ -205,7 +205,7 @@ def throughput_report(env: dict[str, str]) -> list[str]:
     for pair in range(THROUGHPUT_PAIRS):
         measured: dict[str, float] = {}
         for mode in ("on", "off", "off again") if pair % 2 == 0 else ("off", "off again", "on"):
-            measured[mode] = serve_rate(env, signing if mode == "on" else plain, token, mode)
+            measured[mode] = serve_rate(env, signing if mode == "on" else plain, token)
         rates["on"].append(measured["on"])
         rates["off"].append(measured["off"])
         ratios.append(measured["on"] / measured["off"])
@@ -223,14 +223,16 @@ def _listed(ratios: list[float]) -> str:
     return ", ".join(f"{ratio:.2f}" for ratio in ratios)
 
 
-def serve_rate(env: dict[str, str], serving: dict[str, str], token: str, mode: str) -> float:
+def serve_rate(env: dict[str, str], serving: dict[str, str], token: str) -> float:
     """New-key calls a second, wrk as bench/run.py drives it, against `pm-ops serve` (2
-    workers, its projections beside, caught up with the log first)."""
+    workers, its projections beside, caught up with the log first, the checkpoint tree
+    too when `serving` signs)."""
     port = free_port()
     argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
     with launched(argv, port, serving, start_seconds=60) as (base, _process):
         following = ("state", "audit", "chain", "activity")
-        caught_up(env, following + (("checkpoints",) if mode == "on" else ()))
+        signs = "OPS_CHECKPOINT_KEY" in serving
+        caught_up(env, following + (("checkpoints",) if signs else ()))
         prefix = f"tp-{uuid.uuid4().hex[:8]}"
         wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
         return wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate

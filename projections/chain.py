@@ -21,7 +21,9 @@ GENESIS = "0" * 64
 
 def content_digest(note: Any) -> bytes:
     """A digest of one stored event: its position, identity, topic and content (the chain
-    keeps it in hex; it is also the event's leaf in the checkpoints' tree)."""
+    keeps it in hex; it is also the event's leaf in the checkpoints' tree). PostgreSQL
+    computes the same (library_internals.content_digests_statement, held equal to this by
+    tests/test_library_contract.py); `verify` always hashes here."""
     state = note.state
     if type(state) is not bytes:
         state = state.encode() if isinstance(state, str) else bytes(state)
@@ -56,10 +58,27 @@ class ChainLink(NamedTuple):  # a tuple: verify makes one per event of the log
     chain_hash: str
 
 
-class ChainProjection(TableProjection):
+class DigestProjection(TableProjection):
+    """A read model of every stored event's content digest, and nothing else of it (the
+    chain, the checkpoints' tree): no event needs a meaning, and PostgreSQL computes the
+    digests as it reads (read_digests)."""
+
+    topics = None  # every stored event
+
+    def check(self) -> None:
+        """Every stored event is hashed as it is: none needs a meaning."""
+
+    def read(self, position: int, stop: int, topics: list[str]) -> list[Any]:
+        return read_digests(self.app.recorder, position + 1, stop)
+
+    def decode(self, digests: Sequence[Any]) -> list[tuple[int, Any]]:
+        """(position, content digest) pairs as read: nothing to decode."""
+        return list(digests)
+
+
+class ChainProjection(DigestProjection):
     name = "chain"
     version = 1
-    topics = None
     table_names = ("ops_chain",)
 
     def ddl(self) -> list[str]:
@@ -71,9 +90,6 @@ class ChainProjection(TableProjection):
     def __init__(self, app: Any, views: ViewsMixin) -> None:
         super().__init__(app, views)
         self._compared = 0  # built beside the live chain: every link the same up to here
-
-    def check(self) -> None:
-        """The chain hashes every stored event as it is: none needs a meaning."""
 
     def check_beside(self, live: TableProjection, *, whole: bool = False) -> None:
         """The chain is the evidence that the log is what it was: a chain built again
@@ -105,13 +121,6 @@ class ChainProjection(TableProjection):
             f"in a rebuilt chain would erase that evidence:\n  {shown}\n"
             "Investigate with `pm-ops verify`."
         )
-
-    def read(self, position: int, stop: int, topics: list[str]) -> list[Any]:
-        return read_digests(self.app.recorder, position + 1, stop)
-
-    def decode(self, digests: Sequence[Any]) -> list[tuple[int, Any]]:
-        """The chain needs each event's content digest only: nothing to decode."""
-        return list(digests)
 
     def write(self, cursor: Any, events: list[tuple[int, Any]]) -> None:
         table = self.t("ops_chain")

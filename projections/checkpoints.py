@@ -19,7 +19,7 @@ signed checkpoint of it every OPS_CHECKPOINT_INTERVAL seconds that the log grew.
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from projections.chain import read_digests
+from projections.chain import DigestProjection
 from projections.feed import FeedOff
 from projections.merkle import CompactRange, Node, is_stored, tree_root
 from projections.projection import Halted, LogAltered, TableProjection
@@ -113,12 +113,11 @@ class StoredCheckpoint:
     position: int  # the log position of its last leaf
 
 
-class TreeProjection(TableProjection):
+class TreeProjection(DigestProjection):
     """The tree table follows every event; checkpoints are signed by the active runner."""
 
     name = NAME
     version = 1
-    topics = None  # every stored event is a leaf
     table_names = ("ops_tree_leaves", "ops_tree_nodes")  # never ops_checkpoints
 
     def __init__(
@@ -176,9 +175,6 @@ class TreeProjection(TableProjection):
                 "investigate with `pm-ops verify --checkpoints`."
             )
 
-    def check(self) -> None:
-        """The tree hashes every stored event as it is: none needs a meaning."""
-
     def ddl(self) -> list[str]:
         leaves, nodes = self.tables()
         blob = "BYTEA" if self.views.is_postgres else "BLOB"
@@ -190,13 +186,6 @@ class TreeProjection(TableProjection):
             "PRIMARY KEY (level, idx))",
             *checkpoint_ddl(self.views),
         ]
-
-    def read(self, position: int, stop: int, topics: list[str]) -> list[Any]:
-        return read_digests(self.app.recorder, position + 1, stop)
-
-    def decode(self, digests: Sequence[Any]) -> list[tuple[int, Any]]:
-        """The tree needs each event's content digest only: nothing to decode."""
-        return list(digests)
 
     def on_activate(self) -> None:
         self._edge, self._expected = None, None  # read again from what is stored

@@ -217,9 +217,8 @@ def test_two_runners_never_both_process_and_a_standby_takes_over(
 def test_a_waiting_runner_is_woken_by_each_write_not_by_its_poll(
     config, services, client, directory
 ):
-    """It LISTENs only while it waits (a busy runner is not sent every write's NOTIFY):
-    after a burst it has worked through, and after quiet spells, a write still wakes it
-    within moments though it would poll only once a minute."""
+    """A runner that would poll only once a minute still sees each write within moments
+    (its NOTIFY wakes it): after quiet spells, and after a burst it worked through."""
     running = start_projections(config, ("state",), poll_seconds=60)
     try:
         assert wait_until(lambda: caught_up(services.app, config, "state"), 20)
