@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from projections.projection import GATHER_SECONDS
 from projections.store import StalePosition, ViewsMixin
 
 log = logging.getLogger("pm_ops.feed")
@@ -118,6 +119,8 @@ class Sink(Protocol):
 
 class Feed:
     """The follower; a Runner gives it its lock and calls catch_up."""
+
+    gather_seconds = GATHER_SECONDS
 
     def __init__(
         self, app: Any, views: ViewsMixin, sink: Sink, source: Source | None = None

@@ -11,7 +11,8 @@ one; a store that keeps every level (trees built before) reads the same. The has
 the checking of proofs live in projections/transparency.py, the file auditors run on its
 own."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
+from hashlib import sha256
 
 from projections.transparency import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 
@@ -61,6 +62,33 @@ class CompactRange:
         self._hashes.append(digest)
         self._size = index + 1
         return completed
+
+    def append_stored(
+        self, leaves: Sequence[bytes], stop_at: Container[int] = ()
+    ) -> tuple[list[bytes], list[StoredNode]]:
+        """Appends the leaves in turn, as `append` does, until they run out or the tree
+        reaches a size in `stop_at` (for the caller to check its root there). Returns the
+        leaf hashes appended, in order, and the nodes above them a store keeps (is_stored).
+        The checkpoint tree runs this for every event beside the API, so it is one loop of
+        hashlib calls: leaf_hash and node_hash written out (tests hold the two equal)."""
+        hashes, size = self._hashes, self._size
+        appended: list[bytes] = []
+        stored: list[StoredNode] = []
+        for leaf in leaves:
+            digest = sha256(b"\x00" + leaf).digest()
+            appended.append(digest)
+            level, index = 0, size
+            while index & 1:  # each trailing 1 bit closes a subtree one level up
+                digest = sha256(b"\x01" + hashes.pop() + digest).digest()
+                level, index = level + 1, index >> 1
+                if not level % STRATUM:
+                    stored.append((level, index, digest))
+            hashes.append(digest)
+            size += 1
+            if size in stop_at:
+                break
+        self._size = size
+        return appended, stored
 
     def extend(self, leaves: Iterable[bytes]) -> list[StoredNode]:
         """Appends each leaf in turn; returns all the nodes they completed."""

@@ -32,17 +32,13 @@ from commands.store import Store
 from projections.projection import Halted
 from projections.store import advisory_key
 
-# After a batch that left it less than a full batch behind, a runner waits this long for
-# more events: at a thousand calls a second, spinning on a handful each (the head moves
-# while a batch is written) cost the API a tenth of its pace.
-GATHER_SECONDS = 0.2
-
 log = logging.getLogger("pm_ops.projections")
 
 
 class Follower(Protocol):
     name: str
     live_batch: int  # positions a batch covers while following the head
+    gather_seconds: float  # how long to let events gather when less than a batch behind
 
     def create(self) -> None: ...
 
@@ -217,7 +213,6 @@ class Runner:
         self.active = threading.Event()
         self.processed = 0
         self.halted_seconds = 2.0
-        self.gather_seconds = GATHER_SECONDS
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Runner":
@@ -289,7 +284,7 @@ class Runner:
                 # Near the head: let the next events gather into a fuller batch rather
                 # than spin on a handful each (every batch is a transaction of its own,
                 # beside the API's). A follower a batch or more behind goes straight on.
-                self.stop_event.wait(self.gather_seconds)
+                self.stop_event.wait(self.follower.gather_seconds)
 
     def _arrived(self) -> bool:
         return bool(self._behind())

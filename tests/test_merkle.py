@@ -188,6 +188,30 @@ def test_the_edge_resumes_from_stored_nodes_or_its_saved_state(cut: int) -> None
         )
 
 
+@settings(max_examples=40, deadline=None)
+@given(start=st.integers(0, 600), count=st.integers(0, 600), data=st.data())
+def test_appending_many_at_once_stores_what_appending_one_by_one_stores(
+    start: int, count: int, data: st.DataObject
+) -> None:
+    """The tree projection's loop (append_stored) against `append`: the same leaf hashes,
+    the same stored nodes, the same root, and it stops at each size it is asked to."""
+    leaves = random_leaves(start + count)
+    one_by_one = Tree(leaves)
+    edge = CompactRange.from_stored(start, one_by_one.read)
+    stops = set(data.draw(st.lists(st.integers(start + 1, start + count + 1), max_size=4)))
+    hashes: list[bytes] = []
+    nodes: dict[tuple[int, int], bytes] = {}
+    while len(hashes) < count:
+        appended, stored = edge.append_stored(leaves[start + len(hashes) :], stops)
+        hashes += appended
+        nodes.update({(level, index): digest for level, index, digest in stored})
+        assert edge.size in stops or len(hashes) == count
+        assert edge.root() == one_by_one.roots[edge.size]
+    assert hashes == [one_by_one.nodes[(0, index)] for index in range(start, start + count)]
+    added = {node for node in one_by_one.nodes if node[0] > 0} - set(Tree(leaves[:start]).nodes)
+    assert nodes == {node: one_by_one.nodes[node] for node in added}
+
+
 def test_an_incomplete_store_is_named_not_misread() -> None:
     tree = Tree(random_leaves(20))
     del tree.nodes[(0, 5)], tree.nodes[(0, 17)]
