@@ -30,6 +30,7 @@ from psycopg.rows import tuple_row
 
 from commands.library_internals import (
     TrackingStatements,
+    connection,
     datastore_of,
     insert_tracking,
     tracking_statements,
@@ -158,6 +159,19 @@ class ViewsMixin:
                 if tuples:
                     cursor.row_factory = tuple_row
             yield cursor
+
+    def read_row(self, statement: str, params: Any = ()) -> Any:
+        """The first row of one SELECT, None if none. One statement sees one instant by
+        itself, so on PostgreSQL it runs on an autocommit connection: one round trip, not
+        read()'s four (every runner asks its position and whether it is paused a few
+        times a second, idle or not)."""
+        if not self.is_postgres:
+            with self.read() as cursor:
+                self.execute(cursor, statement, params)
+                return cursor.fetchone()
+        with connection(datastore_of(self)) as conn, conn.cursor() as cursor:
+            cursor.execute(self.sql(statement), params, prepare=True)
+            return cursor.fetchone()
 
     def execute(self, cursor: Any, statement: str, params: Any = ()) -> None:
         cursor.execute(self.sql(statement), params)
@@ -303,9 +317,7 @@ class ViewsMixin:
 
     def position(self, name: str, cursor: Any | None = None) -> int:
         if cursor is None:
-            with self.read() as c:
-                self.execute(c, self.tracking.position, (self.key(name),))
-                row = c.fetchone()
+            row = self.read_row(self.tracking.position, (self.key(name),))
         else:
             self.execute(cursor, self.tracking.position, (self.key(name),))
             row = cursor.fetchone()
@@ -462,9 +474,7 @@ class ViewsMixin:
 
     def is_paused(self, name: str) -> bool:
         control = self.table("ops_projection_control")
-        with self.read() as cursor:
-            self.execute(cursor, f"SELECT paused_until FROM {control} WHERE name=%s", (name,))
-            row = cursor.fetchone()
+        row = self.read_row(f"SELECT paused_until FROM {control} WHERE name=%s", (name,))
         return bool(row) and float(row["paused_until"]) > time.time()
 
 
