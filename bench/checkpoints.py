@@ -22,6 +22,13 @@ a proof and `verify` against the published checkpoints cost, on PostgreSQL.
    OPS_BENCH_SECONDS each, in OPS_BENCH_CHECKPOINT_PAIRS pairs (default 6; on off, off on,
    ...); each pair's ratio, and their median; and, for scale, the ratio of a second "off"
    measured in each pair to the first (what this machine reads for no change).
+6. What the tree costs a saturated machine, in CPU, which this VM's slow and fast spells
+   do not move as they move req/s: the tree and its directory witness in a process of
+   their own (`pm-ops projections run --only checkpoints --only witness-directory`,
+   a checkpoint every second), beside `pm-ops serve` with its other projections, saturated
+   as in 5, OPS_BENCH_CHECKPOINT_SHARES times (default 5): that process's CPU and its
+   PostgreSQL backends' (told apart by their application_name) as a share of all the CPU
+   spent meanwhile (serve's processes, the tree's, PostgreSQL's; wrk aside), and per call.
 """
 
 import json
@@ -36,9 +43,11 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.run import SECONDS, fresh_schema, run_cli, wrk  # noqa: E402
+from bench.run import POSTGRES, SECONDS, fresh_schema, run_cli, wrk  # noqa: E402
 from tests.server import free_port, launched, pm_ops  # noqa: E402
 
 EVENTS = int(os.environ.get("OPS_BENCH_CHECKPOINT_EVENTS", "1000000"))
@@ -48,6 +57,9 @@ PACE_THREADS, PACE_CONNECTIONS = 2, 32
 PACED = ROOT / "bench" / "wrk" / "paced_add_member.lua"
 PROOFS = 50
 THROUGHPUT_PAIRS = int(os.environ.get("OPS_BENCH_CHECKPOINT_PAIRS", "6"))
+SHARE_RUNS = int(os.environ.get("OPS_BENCH_CHECKPOINT_SHARES", "5"))
+TREE_APP_NAME = "pm-ops-bench-tree"
+TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_SECONDS = 0.1
 
 
@@ -238,6 +250,104 @@ def serve_rate(env: dict[str, str], serving: dict[str, str], token: str) -> floa
         return wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate
 
 
+def cpu_share_report(env: dict[str, str]) -> list[str]:
+    """The tree's process and its PostgreSQL backends' share of the CPU a saturated
+    machine spends, SHARE_RUNS times; their median and spread, and µs per call."""
+    _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench-share", "--actor", "bench")
+    token = issued.strip().splitlines()[-1]
+    shares, per_call = [], []
+    for _ in range(SHARE_RUNS):
+        tree_cpu, all_cpu, calls = share_run(env, token)
+        shares.append(tree_cpu / all_cpu)
+        per_call.append(tree_cpu / calls * 1e6)
+    return [
+        f"CPU of the checkpoint tree and its witness (a checkpoint every second) beside a "
+        f"saturated API with its projections: {statistics.median(shares):.1%} of all the "
+        f"CPU spent (median of {len(shares)}: {', '.join(f'{s:.1%}' for s in shares)}), "
+        f"{statistics.median(per_call):.0f} µs a call, PostgreSQL's part included"
+    ]
+
+
+def share_run(env: dict[str, str], token: str) -> tuple[float, float, float]:
+    """(CPU seconds of the tree's process and backends, of everything, calls answered)
+    over one saturated wrk run."""
+    plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
+    tree_env = {**env, "OPS_CHECKPOINT_INTERVAL": "1", "PGAPPNAME": TREE_APP_NAME}
+    argv = [pm_ops(), "projections", "run", "--only", "checkpoints", "--only", "witness-directory"]
+    tree = subprocess.Popen(
+        argv, env=tree_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        caught_up(env)
+        port = free_port()
+        serve = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
+        with launched(serve, port, plain, start_seconds=60) as (base, process):
+            caught_up(env, ("state", "audit", "chain", "activity", "checkpoints"))
+            prefix = f"share-{uuid.uuid4().hex[:8]}"
+            wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
+            ours = [process.pid, *descendants(process.pid), tree.pid]
+            backends = tree_backends()
+            before = {pid: cpu_seconds(pid) for pid in [*ours, *postgres_pids()]}
+            load = wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1)
+            spent = {pid: max(0.0, cpu_seconds(pid) - cpu) for pid, cpu in before.items()}
+    finally:
+        tree.terminate()
+        tree.wait(30)
+    tree_cpu = spent[tree.pid] + sum(spent.get(pid, 0.0) for pid in backends)
+    return tree_cpu, sum(spent.values()), load.rate * SECONDS
+
+
+def tree_backends() -> list[int]:
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [TREE_APP_NAME]
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def postgres_pids() -> list[int]:
+    return [pid for pid in all_pids() if _comm(pid) in ("postgres", "postmaster")]
+
+
+def descendants(pid: int) -> list[int]:
+    children = {p: _parent(p) for p in all_pids()}
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in children.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process, all its threads, so far (0 once it is gone)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
+
+
+def _parent(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else 0
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first), [] once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def main() -> None:
     lines = ["signed checkpoints"]
     with fresh_schema() as (_schema, env), tempfile.TemporaryDirectory() as tmp:
@@ -255,6 +365,7 @@ def main() -> None:
         import_people(env, workdir, 30000)
         lines += lag_report(env)
         lines += throughput_report(env)
+        lines += cpu_share_report(env)
     print("\n".join(lines))
 
 
