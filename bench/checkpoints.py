@@ -22,7 +22,7 @@ a proof and `verify` against the published checkpoints cost, on PostgreSQL.
    OPS_BENCH_SECONDS each, in OPS_BENCH_CHECKPOINT_PAIRS pairs (default 6; on off, off on,
    ...); each pair's ratio, and their median; and, for scale, the ratio of a second "off"
    measured in each pair to the first (what this machine reads for no change).
-6. What the tree costs a saturated machine, in CPU, which this VM's slow and fast spells
+6. What the tree costs a saturated machine in CPU, which this VM's slow and fast spells
    do not move as they move req/s: the tree and its directory witness in a process of
    their own (`pm-ops projections run --only checkpoints --only witness-directory`,
    a checkpoint every second), beside `pm-ops serve` with its other projections, saturated
