@@ -41,13 +41,24 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.run import POSTGRES, SECONDS, fresh_schema, run_cli, wrk  # noqa: E402
+from bench.run import (  # noqa: E402
+    POSTGRES,
+    SECONDS,
+    descendants,
+    fresh_schema,
+    proc_stat,
+    run_cli,
+    wrk,
+)
 from tests.server import free_port, launched, pm_ops  # noqa: E402
 
 EVENTS = int(os.environ.get("OPS_BENCH_CHECKPOINT_EVENTS", "1000000"))
@@ -61,6 +72,7 @@ SHARE_RUNS = int(os.environ.get("OPS_BENCH_CHECKPOINT_SHARES", "5"))
 TREE_APP_NAME = "pm-ops-bench-tree"
 TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_SECONDS = 0.1
+FOLLOWING = ("state", "audit", "chain", "activity")  # serve's read models
 
 
 def signing_env(env: dict[str, str], workdir: Path) -> dict[str, str]:
@@ -165,7 +177,7 @@ def caught_up(
 def lag_report(env: dict[str, str]) -> list[str]:
     _, _, issued = run_cli(env, "tokens", "issue", "--name", "bench-cp", "--actor", "bench")
     token = issued.strip().splitlines()[-1]
-    serving = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
+    serving = every_second(env)
     port = free_port()
     argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
     samples: list[tuple[float, int, int]] = []  # (time, head, tree position)
@@ -211,8 +223,7 @@ def throughput_report(env: dict[str, str]) -> list[str]:
         env, "tokens", "issue", "--name", f"bench-tp-{uuid.uuid4().hex[:6]}", "--actor", "bench"
     )
     token = issued.strip().splitlines()[-1]
-    plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
-    signing = {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
+    plain, signing = unsigned(env), every_second(env)
     ratios, same, rates = [], [], {"on": [], "off": []}
     for pair in range(THROUGHPUT_PAIRS):
         measured: dict[str, float] = {}
@@ -236,18 +247,36 @@ def _listed(ratios: list[float]) -> str:
 
 
 def serve_rate(env: dict[str, str], serving: dict[str, str], token: str) -> float:
-    """New-key calls a second, wrk as bench/run.py drives it, against `pm-ops serve` (2
-    workers, its projections beside, caught up with the log first, the checkpoint tree
-    too when `serving` signs)."""
+    """New-key calls a second against `pm-ops serve` as `served` runs it."""
+    with served(env, serving, token, tree="OPS_CHECKPOINT_KEY" in serving) as (_, saturate):
+        return float(saturate().rate)
+
+
+@contextmanager
+def served(
+    env: dict[str, str], serving: dict[str, str], token: str, *, tree: bool
+) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], Any]]]:
+    """`pm-ops serve` (2 workers, its projections beside) once they have caught up with
+    the log (the checkpoint tree too, when `tree`), warmed with new-key calls: the server
+    process, and a call that saturates it with new keys for SECONDS as bench/run.py does
+    and returns wrk's load."""
     port = free_port()
     argv = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
-    with launched(argv, port, serving, start_seconds=60) as (base, _process):
-        following = ("state", "audit", "chain", "activity")
-        signs = "OPS_CHECKPOINT_KEY" in serving
-        caught_up(env, following + (("checkpoints",) if signs else ()))
+    with launched(argv, port, serving, start_seconds=60) as (base, process):
+        caught_up(env, FOLLOWING + (("checkpoints",) if tree else ()))
         prefix = f"tp-{uuid.uuid4().hex[:8]}"
         wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
-        return wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1).rate
+        yield process, lambda: wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1)
+
+
+def every_second(env: dict[str, str]) -> dict[str, str]:
+    """`env` signing a checkpoint every second (the default is a minute)."""
+    return {**env, "OPS_CHECKPOINT_INTERVAL": "1"}
+
+
+def unsigned(env: dict[str, str]) -> dict[str, str]:
+    """`env` without checkpoints."""
+    return {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
 
 
 def cpu_share_report(env: dict[str, str]) -> list[str]:
@@ -271,24 +300,18 @@ def cpu_share_report(env: dict[str, str]) -> list[str]:
 def share_run(env: dict[str, str], token: str) -> tuple[float, float, float]:
     """(CPU seconds of the tree's process and backends, of everything, calls answered)
     over one saturated wrk run."""
-    plain = {k: v for k, v in env.items() if not k.startswith("OPS_CHECKPOINT_")}
-    tree_env = {**env, "OPS_CHECKPOINT_INTERVAL": "1", "PGAPPNAME": TREE_APP_NAME}
+    tree_env = {**every_second(env), "PGAPPNAME": TREE_APP_NAME}
     argv = [pm_ops(), "projections", "run", "--only", "checkpoints", "--only", "witness-directory"]
     tree = subprocess.Popen(
         argv, env=tree_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        caught_up(env)
-        port = free_port()
-        serve = [pm_ops(), "serve", "--port", str(port), "--workers", "2"]
-        with launched(serve, port, plain, start_seconds=60) as (base, process):
-            caught_up(env, ("state", "audit", "chain", "activity", "checkpoints"))
-            prefix = f"share-{uuid.uuid4().hex[:8]}"
-            wrk(base, 2, "new", token, f"{prefix}-warm", 1, 30000, 1)
+        caught_up(env)  # before serve starts: the two would create their tables at once
+        with served(env, unsigned(env), token, tree=True) as (process, saturate):
             ours = [process.pid, *descendants(process.pid), tree.pid]
             backends = tree_backends()
             before = {pid: cpu_seconds(pid) for pid in [*ours, *postgres_pids()]}
-            load = wrk(base, SECONDS, "new", token, prefix, 1, 30000, 1)
+            load = saturate()
             spent = {pid: max(0.0, cpu_seconds(pid) - cpu) for pid, cpu in before.items()}
     finally:
         tree.terminate()
@@ -306,31 +329,14 @@ def tree_backends() -> list[int]:
 
 
 def postgres_pids() -> list[int]:
-    return [pid for pid in all_pids() if _comm(pid) in ("postgres", "postmaster")]
-
-
-def descendants(pid: int) -> list[int]:
-    children = {p: _parent(p) for p in all_pids()}
-    found, frontier = [], [pid]
-    while frontier:
-        frontier = [child for child, parent in children.items() if parent in frontier]
-        found += frontier
-    return found
-
-
-def all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return [pid for pid in pids if _comm(pid) in ("postgres", "postmaster")]
 
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU of a process, all its threads, so far (0 once it is gone)."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
-
-
-def _parent(pid: int) -> int:
-    fields = _stat(pid)
-    return int(fields[1]) if fields else 0
 
 
 def _comm(pid: int) -> str:
@@ -338,14 +344,6 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat's fields after the command name (state first), [] once gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
 
 
 def main() -> None:

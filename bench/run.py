@@ -178,17 +178,8 @@ def measure_round(
 
 def worker_rss_mb(pid: int) -> float:
     """The largest resident set among the server's descendant processes (its workers)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    largest, pending = 0, list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        pending += children.get(child, [])
+    largest = 0
+    for child in descendants(pid):
         try:
             status = Path(f"/proc/{child}/status").read_text()
         except OSError:
@@ -197,6 +188,29 @@ def worker_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 largest = max(largest, int(line.split()[1]))
     return largest / 1024
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`: its children, theirs, and so on."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (fields := proc_stat(int(name))):
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, pending = [], list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending += children.get(child, [])
+    return found
+
+
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first, then the parent, ...;
+    user and system CPU ticks at 11 and 12), [] once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
 
 
 def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:

@@ -12,7 +12,6 @@ the checking of proofs live in projections/transparency.py, the file auditors ru
 own."""
 
 from collections.abc import Callable, Container, Iterable, Sequence
-from hashlib import sha256
 
 from projections.transparency import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 
@@ -52,43 +51,39 @@ class CompactRange:
         """Adds one leaf (its data, e.g. an event's 32-byte content hash); returns the perfect
         nodes it completed, its own leaf hash (level 0) first, for the caller to store."""
         index = self._size
-        digest = leaf_hash(leaf)
-        completed = [(0, index, digest)]
-        level = 0
-        while (index >> level) & 1:  # each trailing 1 bit closes a subtree one level up
-            digest = node_hash(self._hashes.pop(), digest)
-            level += 1
-            completed.append((level, index >> level, digest))
-        self._hashes.append(digest)
-        self._size = index + 1
-        return completed
+        [digest], above = self._append([leaf], (), every_level=True)
+        return [(0, index, digest), *above]
 
     def append_stored(
         self, leaves: Sequence[bytes], stop_at: Container[int] = ()
     ) -> tuple[list[bytes], list[StoredNode]]:
-        """Appends the leaves in turn, as `append` does, until they run out or the tree
-        reaches a size in `stop_at` (for the caller to check its root there). Returns the
-        leaf hashes appended, in order, and the nodes above them a store keeps (is_stored).
-        The checkpoint tree runs this for every event beside the API, so it is one loop of
-        hashlib calls: leaf_hash and node_hash written out (tests hold the two equal)."""
+        """Appends the leaves in turn until they run out or the tree reaches a size in
+        `stop_at` (for the caller to check its root there). Returns the leaf hashes
+        appended, in order, and the nodes above them that a store keeps (is_stored): what
+        the checkpoint tree writes for a batch, in one loop rather than a call per event."""
+        return self._append(leaves, stop_at, every_level=False)
+
+    def _append(
+        self, leaves: Sequence[bytes], stop_at: Container[int], *, every_level: bool
+    ) -> tuple[list[bytes], list[StoredNode]]:
         hashes, size = self._hashes, self._size
         appended: list[bytes] = []
-        stored: list[StoredNode] = []
+        above: list[StoredNode] = []
         for leaf in leaves:
-            digest = sha256(b"\x00" + leaf).digest()
+            digest = leaf_hash(leaf)
             appended.append(digest)
             level, index = 0, size
             while index & 1:  # each trailing 1 bit closes a subtree one level up
-                digest = sha256(b"\x01" + hashes.pop() + digest).digest()
+                digest = node_hash(hashes.pop(), digest)
                 level, index = level + 1, index >> 1
-                if not level % STRATUM:
-                    stored.append((level, index, digest))
+                if every_level or not level % STRATUM:
+                    above.append((level, index, digest))
             hashes.append(digest)
             size += 1
             if size in stop_at:
                 break
         self._size = size
-        return appended, stored
+        return appended, above
 
     def extend(self, leaves: Iterable[bytes]) -> list[StoredNode]:
         """Appends each leaf in turn; returns all the nodes they completed."""

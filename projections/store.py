@@ -325,9 +325,7 @@ class ViewsMixin:
 
     def has_position(self, name: str) -> bool:
         """Whether this projection has a position yet (even 0)."""
-        with self.read() as cursor:
-            self.execute(cursor, self.tracking.position, (self.key(name),))
-            return cursor.fetchone() is not None
+        return self.read_row(self.tracking.position, (self.key(name),)) is not None
 
     def claim(self, cursor: Any, name: str, expected: int) -> None:
         """Start a write: lock this projection's tracking row and check that nobody
